@@ -1,0 +1,14 @@
+//! The consumer runner and what handlers need: records, classified errors, the DLQ format.
+//!
+//! See [`ConsumerRunner`] for the delivery guarantee.
+
+mod context;
+pub mod dlq;
+pub mod handler;
+pub mod retry;
+mod runner;
+pub mod tracker;
+
+pub use dlq::DeadLetterReason;
+pub use handler::{Handler, HandlerError, Record};
+pub use runner::{ConsumerRunner, RunnerError, dlq_topic};

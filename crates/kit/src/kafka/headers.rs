@@ -1,0 +1,174 @@
+//! Record headers: the names the kit writes, an owned header list, and OpenTelemetry
+//! propagation over them.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::message::{BorrowedHeaders, Header, Headers as _, OwnedHeaders};
+
+/// The event's unique id (a UUID); the inbox key of idempotent consumers.
+pub const EVENT_ID: &str = "event-id";
+/// The event type, e.g. `OrderPlaced`.
+pub const EVENT_TYPE: &str = "event-type";
+/// The writer's schema version of the event, e.g. `2`.
+pub const EVENT_VERSION: &str = "event-version";
+/// How the value is encoded.
+pub const CONTENT_TYPE: &str = "content-type";
+/// W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C trace state.
+pub const TRACESTATE: &str = "tracestate";
+
+/// Headers the consumer runner adds to a dead-lettered record.
+pub mod dlq {
+    /// The handler's error message.
+    pub const ERROR: &str = "dlq-error";
+    /// `poison` or `retries-exhausted`.
+    pub const REASON: &str = "dlq-reason";
+    /// The topic the record was consumed from.
+    pub const ORIGINAL_TOPIC: &str = "dlq-original-topic";
+    /// The partition the record was consumed from.
+    pub const ORIGINAL_PARTITION: &str = "dlq-original-partition";
+    /// The record's offset in that partition.
+    pub const ORIGINAL_OFFSET: &str = "dlq-original-offset";
+    /// The consumer group that gave up on it.
+    pub const CONSUMER_GROUP: &str = "dlq-consumer-group";
+    /// How many times the handler ran on it.
+    pub const ATTEMPTS: &str = "dlq-attempts";
+    /// When it was dead-lettered, in Unix milliseconds.
+    pub const FAILED_AT: &str = "dlq-failed-at";
+}
+
+/// An ordered, owned list of headers. Kafka allows repeated names; [`Headers::get`] returns the
+/// last, so a later writer overrides an earlier one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, Vec<u8>)>);
+
+impl Headers {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a header.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.0.push((name.into(), value.into()));
+        self
+    }
+
+    /// Appends a header, builder style.
+    pub fn with(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.insert(name, value);
+        self
+    }
+
+    /// The last value of `name`, as bytes.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The last value of `name`, if it is UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// All headers in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    /// Copies librdkafka's borrowed headers. Null values become empty values.
+    pub fn from_borrowed(headers: &BorrowedHeaders) -> Self {
+        Self(
+            headers
+                .iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect(),
+        )
+    }
+
+    /// Converts to librdkafka's owned headers for a produce call.
+    pub fn to_owned_headers(&self) -> OwnedHeaders {
+        self.0
+            .iter()
+            .fold(OwnedHeaders::new_with_capacity(self.0.len()), |acc, (k, v)| {
+                acc.insert(Header {
+                    key: k,
+                    value: Some(v),
+                })
+            })
+    }
+
+    /// Writes the context of the current `tracing` span (its OpenTelemetry context) as
+    /// `traceparent`/`tracestate`. Does nothing when there is no valid span context.
+    pub fn inject_current_context(&mut self) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let context = tracing::Span::current().context();
+        self.inject_context(&context);
+    }
+
+    /// Writes `context` as `traceparent`/`tracestate`.
+    pub fn inject_context(&mut self, context: &opentelemetry::Context) {
+        let propagator = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+        opentelemetry::propagation::TextMapPropagator::inject_context(&propagator, context, self);
+    }
+
+    /// Reads the W3C trace context carried in these headers (an empty context when absent).
+    pub fn extract_context(&self) -> opentelemetry::Context {
+        let propagator = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+        opentelemetry::propagation::TextMapPropagator::extract(&propagator, self)
+    }
+}
+
+impl Injector for Headers {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.retain(|(n, _)| n != key);
+        self.insert(key, value);
+    }
+}
+
+impl Extractor for Headers {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.get_str(key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+
+    #[test]
+    fn trace_context_survives_a_round_trip_through_headers() {
+        let span = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let mut headers = Headers::new().with(EVENT_ID, "e1");
+        headers.inject_context(&opentelemetry::Context::new().with_remote_span_context(span));
+        assert_eq!(
+            headers.get_str(TRACEPARENT),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
+        let extracted = headers.extract_context();
+        assert_eq!(
+            extracted.span().span_context().trace_id(),
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+        );
+    }
+
+    #[test]
+    fn the_last_header_of_a_name_wins() {
+        let headers = Headers::new().with("a", "1").with("a", "2");
+        assert_eq!(headers.get_str("a"), Some("2"));
+    }
+}

@@ -1,0 +1,11 @@
+//! Kafka: client configuration, headers, topic provisioning, the producer and the consumer runner.
+
+pub mod admin;
+pub mod config;
+pub mod consumer;
+pub mod headers;
+pub mod producer;
+
+pub use admin::{TopicSpec, ensure_topics};
+pub use headers::Headers;
+pub use producer::{Delivery, OutgoingRecord, PublishError, Publisher};

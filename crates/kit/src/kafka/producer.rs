@@ -1,0 +1,159 @@
+//! The producer: `acks=all`, idempotent, with the kit's headers on every event.
+//!
+//! A full local queue is not an error but backpressure: [`Publisher::send`] waits and retries.
+//! A short, named list of error codes is fatal (the producer cannot go on, see
+//! [`PublishError::is_fatal`]); everything else is a failed delivery the caller may retry.
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+use spine_events::Event;
+
+use super::config::producer_config;
+use super::headers::{self, Headers};
+use crate::settings::KafkaSettings;
+
+pub use rdkafka::producer::future_producer::Delivery;
+
+/// A record ready to send: what the outbox stores and what the relay and the DLQ publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Partitioning key: the aggregate id, so a key's records stay in order.
+    pub key: Option<Vec<u8>>,
+    /// The encoded value.
+    pub payload: Vec<u8>,
+    /// Headers, trace context included.
+    pub headers: Headers,
+}
+
+impl OutgoingRecord {
+    /// Encodes `event` for its topic, keyed by its aggregate id, with the standard headers
+    /// (event id, type, schema version, content type) and the current trace context.
+    pub fn from_event<E: Event>(event: &E) -> Result<Self, spine_events::EncodeError> {
+        let payload = spine_events::encode(event)?;
+        let mut headers = Headers::new()
+            .with(headers::EVENT_ID, event.event_id().to_string())
+            .with(headers::EVENT_TYPE, E::NAME)
+            .with(headers::EVENT_VERSION, E::VERSION.to_string())
+            .with(headers::CONTENT_TYPE, spine_events::CONTENT_TYPE);
+        headers.inject_current_context();
+        Ok(Self {
+            topic: E::TOPIC.to_owned(),
+            key: Some(event.aggregate_id().to_string().into_bytes()),
+            payload,
+            headers,
+        })
+    }
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The event could not be encoded.
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] spine_events::EncodeError),
+    /// The broker did not acknowledge the record in time, or rejected it.
+    #[error("delivery to {topic} failed: {source}")]
+    Delivery {
+        /// The destination topic.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The producer was dropped before the delivery report arrived.
+    #[error("producer closed before delivery was confirmed")]
+    Canceled,
+}
+
+/// Error codes after which this producer instance cannot publish again.
+pub const FATAL_CODES: &[RDKafkaErrorCode] = &[
+    RDKafkaErrorCode::Fatal,
+    RDKafkaErrorCode::ProducerFenced,
+    RDKafkaErrorCode::InvalidProducerEpoch,
+    RDKafkaErrorCode::TopicAuthorizationFailed,
+    RDKafkaErrorCode::ClusterAuthorizationFailed,
+    RDKafkaErrorCode::UnsupportedVersion,
+];
+
+impl PublishError {
+    /// Whether the producer is unusable: restart the process rather than retry.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Self::Delivery { source, .. } => source
+                .rdkafka_error_code()
+                .is_some_and(|code| FATAL_CODES.contains(&code)),
+            Self::Encode(_) | Self::Canceled => false,
+        }
+    }
+}
+
+/// A cheap-to-clone idempotent producer.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    queue_full_backoff: Duration,
+}
+
+impl Publisher {
+    /// Creates a producer from the kit's settings.
+    pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: producer_config(settings, client_id).create()?,
+            queue_full_backoff: settings.producer.queue_full_backoff,
+        })
+    }
+
+    /// Encodes and publishes one event, returning where the broker stored it.
+    #[tracing::instrument(skip_all, fields(event.type = E::NAME, messaging.destination.name = E::TOPIC))]
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<Delivery, PublishError> {
+        self.send(&OutgoingRecord::from_event(event)?).await
+    }
+
+    /// Sends a record and waits for the broker's acknowledgement (all in-sync replicas).
+    pub async fn send(&self, record: &OutgoingRecord) -> Result<Delivery, PublishError> {
+        let delivery = loop {
+            let mut future = FutureRecord::to(&record.topic)
+                .payload(&record.payload)
+                .headers(record.headers.to_owned_headers());
+            if let Some(key) = &record.key {
+                future = future.key(key);
+            }
+            match self.producer.send_result(future) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    metrics::counter!("spine_producer_queue_full_total").increment(1);
+                    tokio::time::sleep(self.queue_full_backoff).await;
+                }
+                Err((source, _)) => {
+                    return Err(PublishError::Delivery {
+                        topic: record.topic.clone(),
+                        source,
+                    });
+                }
+            }
+        };
+        match delivery.await {
+            Ok(Ok(delivery)) => Ok(delivery),
+            Ok(Err((source, _))) => Err(PublishError::Delivery {
+                topic: record.topic.clone(),
+                source,
+            }),
+            Err(_) => Err(PublishError::Canceled),
+        }
+    }
+
+    /// Waits until every queued record is delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(Timeout::After(timeout))
+    }
+
+    /// The underlying librdkafka producer, for what the kit doesn't wrap.
+    pub fn inner(&self) -> &FutureProducer {
+        &self.producer
+    }
+}

@@ -1,0 +1,220 @@
+//! Typed settings shared by every service. Services embed these structs in their own.
+//!
+//! Every struct denies unknown fields, so a typo in a key is an error that names the key, not a
+//! silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The kit's settings as one struct: what a consumer-only service or a test needs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KitSettings {
+    /// Kafka connection, producer and consumer settings.
+    pub kafka: KafkaSettings,
+    /// Logs, traces and metrics.
+    pub telemetry: TelemetrySettings,
+    /// The service's own database (outbox, inbox, state).
+    pub database: DatabaseSettings,
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port]`. Filled from `KAFKA_BOOTSTRAP_SERVERS`.
+    pub bootstrap_servers: String,
+    /// The client id reported to the broker; defaults to the service name.
+    pub client_id: Option<String>,
+    /// How topics are created when they are missing.
+    pub topics: TopicSettings,
+    /// Producer tuning.
+    pub producer: ProducerSettings,
+    /// Consumer runner tuning.
+    pub consumer: ConsumerSettings,
+    /// Extra librdkafka properties passed through verbatim (e.g. `security.protocol`).
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            client_id: None,
+            topics: TopicSettings::default(),
+            producer: ProducerSettings::default(),
+            consumer: ConsumerSettings::default(),
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+/// Topic provisioning settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Partitions of a topic created at startup. More partitions allow more parallel consumers.
+    pub partitions: i32,
+    /// Replication factor of a created topic (1 for a single local broker, 3 in production).
+    pub replication_factor: i32,
+    /// Whether to create missing topics at startup at all (production clusters often forbid it).
+    pub create_missing: bool,
+}
+
+impl Default for TopicSettings {
+    fn default() -> Self {
+        Self {
+            partitions: 6,
+            replication_factor: 1,
+            create_missing: true,
+        }
+    }
+}
+
+/// Producer settings. `acks=all` and idempotence are not settings: the kit always uses them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducerSettings {
+    /// How long the producer waits to batch records (`linger.ms`).
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// How long a record may wait for delivery, retries included, before it fails.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// Pause before retrying when librdkafka's local queue is full.
+    #[serde(with = "humantime_serde")]
+    pub queue_full_backoff: Duration,
+}
+
+impl Default for ProducerSettings {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_millis(5),
+            delivery_timeout: Duration::from_secs(30),
+            queue_full_backoff: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Consumer runner settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerSettings {
+    /// Records held at once (running, waiting behind their key, or in retry). Above this the
+    /// runner pauses its partitions: backpressure instead of unbounded memory.
+    pub max_in_flight: usize,
+    /// `max.poll.interval.ms`. tansu needs 10 s or less, or the first group join stalls.
+    #[serde(with = "humantime_serde")]
+    pub max_poll_interval: Duration,
+    /// `session.timeout.ms`.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// How often stored offsets are committed in the background (`auto.commit.interval.ms`).
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Where a new group starts: `earliest` or `latest`.
+    pub auto_offset_reset: String,
+    /// How long shutdown waits for running handlers before it commits and leaves.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Retry policy for `Retryable` handler errors.
+    pub retry: RetrySettings,
+    /// Suffix of the dead-letter topic, appended to the group id (`inventory.dlq`).
+    pub dlq_suffix: String,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 256,
+            max_poll_interval: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(6),
+            commit_interval: Duration::from_secs(1),
+            auto_offset_reset: "earliest".into(),
+            shutdown_timeout: Duration::from_secs(10),
+            retry: RetrySettings::default(),
+            dlq_suffix: ".dlq".into(),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter, bounded in attempts and in delay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Attempts in all, the first included. After the last one the record goes to the DLQ.
+    pub max_attempts: u32,
+    /// The delay cap for the first retry.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// No retry waits longer than this.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object a line, for a log pipeline.
+    Json,
+}
+
+/// Telemetry settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Log format: `pretty` locally, `json` in production.
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info,spine_kit=debug`. `RUST_LOG` wins when set.
+    pub log_filter: String,
+    /// OTLP/HTTP endpoint for traces. Filled from `OTEL_EXPORTER_OTLP_ENDPOINT`; no exporter
+    /// (and no cost) when unset.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Pretty,
+            log_filter: "info".into(),
+            otlp_endpoint: None,
+        }
+    }
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://FILE?mode=rwc` (the embedded default) or `postgres://…`. Filled from
+    /// `DATABASE_URL`. A secret, because Postgres URLs carry passwords.
+    pub url: SecretString,
+    /// Connection pool size.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("sqlite://spine.db?mode=rwc"),
+            max_connections: 5,
+        }
+    }
+}

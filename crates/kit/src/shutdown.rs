@@ -1,0 +1,179 @@
+//! Shutdown and task supervision.
+//!
+//! One [`shutdown_signal`] (Ctrl-C or SIGTERM) cancels one [`CancellationToken`] that every
+//! task watches. A [`Supervisor`] runs the service's tasks: the first one to fail cancels the
+//! rest, shutdown has a deadline, and the result says whether to exit non-zero.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Resolves on Ctrl-C or SIGTERM (the signal Kubernetes sends before killing a pod).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// A token cancelled by [`shutdown_signal`].
+pub fn token_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        cancel.cancel();
+    });
+    token
+}
+
+/// Why supervised tasks ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A task returned an error or panicked; the others were cancelled.
+    #[error("task `{task}` failed: {error:#}")]
+    TaskFailed {
+        /// The task's name.
+        task: String,
+        /// Its error.
+        error: anyhow::Error,
+    },
+    /// Tasks did not stop within the shutdown deadline.
+    #[error("tasks still running after the {0:?} shutdown deadline")]
+    DeadlineExceeded(Duration),
+}
+
+/// Runs named tasks that each watch a shared token.
+pub struct Supervisor {
+    token: CancellationToken,
+    tasks: JoinSet<(String, anyhow::Result<()>)>,
+}
+
+impl Supervisor {
+    /// A supervisor whose tasks stop when `token` is cancelled.
+    pub fn new(token: CancellationToken) -> Self {
+        Self {
+            token,
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// The token tasks should watch.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Starts a task. It should return when the token is cancelled.
+    pub fn spawn<F>(&mut self, name: impl Into<String>, task: F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let name = name.into();
+        self.tasks.spawn(async move { (name, task.await) });
+    }
+
+    /// Waits until every task has ended. The first failure (or a task ending on its own while
+    /// the others run) cancels the rest; after cancellation the tasks get `deadline` to finish.
+    pub async fn run(mut self, deadline: Duration) -> Result<(), SupervisorError> {
+        let mut failure = None;
+        loop {
+            let next = if self.token.is_cancelled() {
+                match tokio::time::timeout(deadline, self.tasks.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.tasks.abort_all();
+                        return Err(failure.unwrap_or(SupervisorError::DeadlineExceeded(deadline)));
+                    }
+                }
+            } else {
+                self.tasks.join_next().await
+            };
+            let Some(joined) = next else { break };
+            let (task, result) = match joined {
+                Ok(ended) => ended,
+                Err(err) => ("<panicked>".to_owned(), Err(anyhow::anyhow!("{err}"))),
+            };
+            match result {
+                Ok(()) if self.token.is_cancelled() => {
+                    tracing::debug!(task, "task stopped");
+                }
+                Ok(()) => {
+                    tracing::warn!(task, "task ended on its own; stopping the others");
+                    self.token.cancel();
+                }
+                Err(error) => {
+                    tracing::error!(task, error = format!("{error:#}"), "task failed; stopping the others");
+                    failure.get_or_insert(SupervisorError::TaskFailed { task, error });
+                    self.token.cancel();
+                }
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_failure_cancels_the_other_tasks() {
+        let mut supervisor = Supervisor::new(CancellationToken::new());
+        let token = supervisor.token();
+        supervisor.spawn("waits", async move {
+            token.cancelled().await;
+            Ok(())
+        });
+        supervisor.spawn("fails", async { anyhow::bail!("boom") });
+        let err = supervisor.run(Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.to_string().contains("`fails` failed: boom"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ignores_shutdown_hits_the_deadline() {
+        let token = CancellationToken::new();
+        let mut supervisor = Supervisor::new(token.clone());
+        supervisor.spawn("stubborn", async {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        token.cancel();
+        let err = supervisor.run(Duration::from_millis(50)).await.unwrap_err();
+        assert!(matches!(err, SupervisorError::DeadlineExceeded(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn cancelled_tasks_that_stop_cleanly_are_a_success() {
+        let token = CancellationToken::new();
+        let mut supervisor = Supervisor::new(token.clone());
+        let watched = supervisor.token();
+        supervisor.spawn("polite", async move {
+            watched.cancelled().await;
+            Ok(())
+        });
+        token.cancel();
+        supervisor.run(Duration::from_secs(5)).await.unwrap();
+    }
+}
