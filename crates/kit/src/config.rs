@@ -157,11 +157,9 @@ mod tests {
 
     #[test]
     fn a_bad_value_is_reported_with_its_key() {
-        let err = load_from::<KitSettings>(&env(&[(
-            "SPINE__KAFKA__CONSUMER__MAX_IN_FLIGHT",
-            "lots",
-        )]))
-        .unwrap_err();
+        let err =
+            load_from::<KitSettings>(&env(&[("SPINE__KAFKA__CONSUMER__MAX_IN_FLIGHT", "lots")]))
+                .unwrap_err();
         assert!(
             err.to_string().contains("kafka.consumer.max_in_flight"),
             "{err}"
@@ -173,7 +171,10 @@ mod tests {
         let err = load_from::<KitSettings>(&env(&[("SPINE__KAFKA__BOOTSTRAP_SERVER", "x:1")]))
             .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("kafka") && text.contains("bootstrap_server"), "{text}");
+        assert!(
+            text.contains("kafka") && text.contains("bootstrap_server"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -184,7 +185,8 @@ mod tests {
         )]))
         .unwrap_err();
         assert!(
-            err.to_string().contains("kafka.consumer.retry.initial_backoff"),
+            err.to_string()
+                .contains("kafka.consumer.retry.initial_backoff"),
             "{err}"
         );
     }

@@ -124,7 +124,11 @@ impl Supervisor {
                     self.token.cancel();
                 }
                 Err(error) => {
-                    tracing::error!(task, error = format!("{error:#}"), "task failed; stopping the others");
+                    tracing::error!(
+                        task,
+                        error = format!("{error:#}"),
+                        "task failed; stopping the others"
+                    );
                     failure.get_or_insert(SupervisorError::TaskFailed { task, error });
                     self.token.cancel();
                 }

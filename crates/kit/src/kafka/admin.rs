@@ -53,14 +53,23 @@ pub enum TopicError {
 /// Creates each missing topic and waits until all of them appear in the cluster metadata.
 /// Topics that already exist are left as they are (their partition count is not changed).
 #[tracing::instrument(skip_all, fields(topics = topics.len()))]
-pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> Result<(), TopicError> {
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    topics: &[TopicSpec],
+) -> Result<(), TopicError> {
     if topics.is_empty() {
         return Ok(());
     }
     let admin: AdminClient<DefaultClientContext> = base_config(settings, "spine-admin").create()?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication_factor)))
+        .map(|t| {
+            NewTopic::new(
+                &t.name,
+                t.partitions,
+                TopicReplication::Fixed(t.replication_factor),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new_topics, &options).await? {
@@ -77,10 +86,9 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &[TopicSpec]) -> Re
             let metadata = admin
                 .inner()
                 .fetch_metadata(Some(&topic.name), Duration::from_secs(5))?;
-            let visible = metadata
-                .topics()
-                .iter()
-                .any(|t| t.name() == topic.name && t.error().is_none() && !t.partitions().is_empty());
+            let visible = metadata.topics().iter().any(|t| {
+                t.name() == topic.name && t.error().is_none() && !t.partitions().is_empty()
+            });
             if visible {
                 break;
             }

@@ -91,14 +91,15 @@ impl Headers {
 
     /// Converts to librdkafka's owned headers for a produce call.
     pub fn to_owned_headers(&self) -> OwnedHeaders {
-        self.0
-            .iter()
-            .fold(OwnedHeaders::new_with_capacity(self.0.len()), |acc, (k, v)| {
+        self.0.iter().fold(
+            OwnedHeaders::new_with_capacity(self.0.len()),
+            |acc, (k, v)| {
                 acc.insert(Header {
                     key: k,
                     value: Some(v),
                 })
-            })
+            },
+        )
     }
 
     /// Writes the context of the current `tracing` span (its OpenTelemetry context) as
@@ -142,7 +143,9 @@ impl Extractor for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
 
     #[test]
     fn trace_context_survives_a_round_trip_through_headers() {

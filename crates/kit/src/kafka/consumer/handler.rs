@@ -30,7 +30,9 @@ pub struct Record {
 impl Record {
     /// The key as UTF-8, if it is.
     pub fn key_str(&self) -> Option<&str> {
-        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
     }
 
     /// The `event-id` header: the key of an idempotent consumer's inbox.

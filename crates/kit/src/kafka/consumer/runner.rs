@@ -353,7 +353,12 @@ impl<H: Handler> Process<H> {
                 Err(HandlerError::Retryable(err)) if record.attempt < max_attempts => {
                     metrics::counter!("spine_consumer_retries_total", &labels).increment(1);
                     let delay = backoff(&self.settings.retry, record.attempt);
-                    tracing::warn!(attempt = record.attempt, ?delay, error = format!("{err:#}"), "retrying record");
+                    tracing::warn!(
+                        attempt = record.attempt,
+                        ?delay,
+                        error = format!("{err:#}"),
+                        "retrying record"
+                    );
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = self.stop.cancelled() => return Outcome::Abandoned,
@@ -376,9 +381,19 @@ impl<H: Handler> Process<H> {
         }
     }
 
-    async fn dead_letter(&self, record: &Record, reason: DeadLetterReason, err: &anyhow::Error) -> Outcome {
+    async fn dead_letter(
+        &self,
+        record: &Record,
+        reason: DeadLetterReason,
+        err: &anyhow::Error,
+    ) -> Outcome {
         let error = format!("{err:#}");
-        tracing::error!(reason = reason.as_str(), attempts = record.attempt, error, "dead-lettering record");
+        tracing::error!(
+            reason = reason.as_str(),
+            attempts = record.attempt,
+            error,
+            "dead-lettering record"
+        );
         let letter = dead_letter(&self.dlq_topic, &self.group, record, reason, &error);
         // The producer already retries inside `delivery.timeout`; a failure here means the
         // broker is unreachable for that long, so stop rather than drop the record.

@@ -1,0 +1,6 @@
+//! spine-events' integration tests: one binary, one module per concern.
+
+mod catalog;
+mod codec;
+mod compat;
+mod support;
