@@ -1,0 +1,201 @@
+//! Shared test harness: settings for the test broker, unique topics and groups, a runner in
+//! the background, and plain consumers for reading what landed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use spine_kit::kafka::consumer::{ConsumerRunner, Handler, RunnerError};
+use spine_kit::kafka::{Headers, OutgoingRecord, Publisher, TopicSpec, ensure_topics};
+use spine_kit::settings::KafkaSettings;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const PARTITIONS: i32 = 3;
+
+/// Settings for the test broker, with fast retries and tansu-friendly group timeouts.
+pub fn settings() -> KafkaSettings {
+    let mut settings = KafkaSettings::default();
+    if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+        settings.bootstrap_servers = servers;
+    }
+    settings.topics.partitions = PARTITIONS;
+    let consumer = &mut settings.consumer;
+    consumer.max_poll_interval = Duration::from_secs(6);
+    consumer.session_timeout = Duration::from_secs(6);
+    consumer.commit_interval = Duration::from_millis(200);
+    consumer.shutdown_timeout = Duration::from_secs(5);
+    consumer.retry.initial_backoff = Duration::from_millis(10);
+    consumer.retry.max_backoff = Duration::from_millis(100);
+    settings
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A fresh topic, a fresh group, and that group's DLQ topic, all created on the broker.
+pub struct Fixture {
+    pub settings: KafkaSettings,
+    pub topic: String,
+    pub group: String,
+    pub dlq: String,
+    pub publisher: Publisher,
+}
+
+impl Fixture {
+    pub async fn new(settings: KafkaSettings) -> Self {
+        let topic = unique("topic");
+        let group = unique("group");
+        let dlq = spine_kit::kafka::consumer::dlq_topic(&settings.consumer, &group);
+        ensure_topics(
+            &settings,
+            &[TopicSpec::new(&topic, &settings), TopicSpec::new(&dlq, &settings)],
+        )
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot create topics on {}: {err} (is a broker running? `scripts/broker start`)",
+                settings.bootstrap_servers
+            )
+        });
+        let publisher = Publisher::new(&settings, "test-producer").unwrap();
+        Self {
+            settings,
+            topic,
+            group,
+            dlq,
+            publisher,
+        }
+    }
+
+    /// Publishes a record with the given key and payload and an `event-id` header.
+    pub async fn send(&self, key: &str, payload: &[u8], event_id: &str) {
+        self.publisher
+            .send(&OutgoingRecord {
+                topic: self.topic.clone(),
+                key: Some(key.as_bytes().to_vec()),
+                payload: payload.to_vec(),
+                headers: Headers::new().with(spine_kit::kafka::headers::EVENT_ID, event_id),
+            })
+            .await
+            .expect("publish to the test broker");
+    }
+
+    /// Starts a runner of `handler` for this fixture's topic and group.
+    pub fn spawn<H: Handler>(&self, handler: H) -> Running {
+        self.spawn_with(&self.settings, handler)
+    }
+
+    /// Starts a runner with other settings.
+    pub fn spawn_with<H: Handler>(&self, settings: &KafkaSettings, handler: H) -> Running {
+        let runner = ConsumerRunner::new(settings, &self.group, &[&self.topic], handler).unwrap();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(runner.run(token.clone()));
+        Running { token, task }
+    }
+
+    /// Reads every record of `topic` until `count` arrived or `timeout` passed.
+    pub fn read(&self, topic: &str, count: usize, timeout: Duration) -> Vec<Received> {
+        read_topic(&self.settings, topic, count, timeout)
+    }
+}
+
+/// A runner in the background.
+pub struct Running {
+    pub token: CancellationToken,
+    pub task: JoinHandle<Result<(), RunnerError>>,
+}
+
+impl Running {
+    /// Graceful shutdown; returns the runner's result.
+    pub async fn stop(self) -> Result<(), RunnerError> {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("runner stops within 30 s")
+            .expect("runner task panicked")
+    }
+}
+
+/// A record as read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Headers,
+}
+
+/// Reads a topic from the beginning of every partition, without a group.
+pub fn read_topic(settings: &KafkaSettings, topic: &str, count: usize, timeout: Duration) -> Vec<Received> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        list.add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut received = Vec::new();
+    while received.len() < count && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            received.push(Received {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers: message
+                    .headers()
+                    .map(Headers::from_borrowed)
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    received
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    condition()
+}
+
+/// A handler built from a closure over the record, for tests.
+pub struct FnHandler<F>(pub F);
+
+impl<F, Fut> Handler for FnHandler<F>
+where
+    F: Fn(spine_kit::kafka::consumer::Record) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), spine_kit::kafka::consumer::HandlerError>> + Send,
+{
+    fn handle(
+        &self,
+        record: &spine_kit::kafka::consumer::Record,
+    ) -> impl Future<Output = Result<(), spine_kit::kafka::consumer::HandlerError>> + Send {
+        (self.0)(record.clone())
+    }
+}
+
+/// A shared log of what handlers saw.
+pub type Log<T> = Arc<std::sync::Mutex<Vec<T>>>;
+
+pub fn log<T>() -> Log<T> {
+    Arc::new(std::sync::Mutex::new(Vec::new()))
+}
