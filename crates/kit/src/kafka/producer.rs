@@ -157,3 +157,63 @@ impl Publisher {
         &self.producer
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+    use spine_events::orders::{LineItem, OrderPlaced};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    fn order() -> OrderPlaced {
+        OrderPlaced::new(
+            uuid::Uuid::now_v7(),
+            "customer-1",
+            "ada@example.com",
+            vec![LineItem::new("SKU-1", 1, 100)],
+            "EUR",
+        )
+    }
+
+    #[test]
+    fn an_event_record_carries_the_standard_headers_and_the_current_trace() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let placed = order();
+        let (record, trace_id) = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("POST /orders");
+            let _entered = span.enter();
+            let trace_id = span.context().span().span_context().trace_id();
+            (OutgoingRecord::from_event(&placed).unwrap(), trace_id)
+        });
+        let h = &record.headers;
+        assert_eq!(record.topic, "orders.events");
+        assert_eq!(record.key, Some(placed.order_id.to_string().into_bytes()));
+        assert_eq!(
+            h.get_str(headers::EVENT_ID),
+            Some(placed.event_id.to_string().as_str())
+        );
+        assert_eq!(h.get_str(headers::EVENT_TYPE), Some("OrderPlaced"));
+        assert_eq!(h.get_str(headers::EVENT_VERSION), Some("2"));
+        assert_eq!(
+            h.get_str(headers::CONTENT_TYPE),
+            Some(spine_events::CONTENT_TYPE)
+        );
+        let traceparent = h
+            .get_str(headers::TRACEPARENT)
+            .expect("traceparent written");
+        assert!(
+            traceparent.contains(&trace_id.to_string()),
+            "{traceparent} vs {trace_id}"
+        );
+    }
+
+    #[test]
+    fn no_trace_header_is_written_outside_a_trace() {
+        let record = OutgoingRecord::from_event(&order()).unwrap();
+        assert_eq!(record.headers.get(headers::TRACEPARENT), None);
+    }
+}

@@ -36,15 +36,25 @@ async fn the_runner_holds_no_more_than_max_in_flight_records() {
             }
         }
     }));
-    assert!(eventually(Duration::from_secs(30), || started.load(Ordering::SeqCst) == BOUND).await);
+    assert!(
+        eventually(Duration::from_secs(30), || started.load(Ordering::SeqCst)
+            == BOUND)
+        .await
+    );
     // Longer than a poll interval's share: the paused consumer keeps polling and stays in the
     // group, but takes nothing more.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(started.load(Ordering::SeqCst), BOUND, "no record beyond the bound started");
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        BOUND,
+        "no record beyond the bound started"
+    );
 
     gate.add_permits(RECORDS);
     assert!(
-        eventually(Duration::from_secs(60), || finished.load(Ordering::SeqCst) == RECORDS).await,
+        eventually(Duration::from_secs(60), || finished.load(Ordering::SeqCst)
+            == RECORDS)
+        .await,
         "after resuming, every record is handled ({} of {RECORDS})",
         finished.load(Ordering::SeqCst)
     );

@@ -37,14 +37,24 @@ async fn a_record_is_handled_and_its_offset_committed() {
             }
         }
     }));
-    assert!(eventually(Duration::from_secs(30), || !again.lock().unwrap().is_empty()).await);
+    assert!(
+        eventually(Duration::from_secs(30), || !again
+            .lock()
+            .unwrap()
+            .is_empty())
+        .await
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.stop().await.unwrap();
     assert_eq!(*again.lock().unwrap(), vec![b"two".to_vec()]);
 }
 
 /// A handler that records each payload it completes.
-fn recording(seen: &Log<Vec<u8>>) -> FnHandler<impl Fn(Record) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static> {
+fn recording(
+    seen: &Log<Vec<u8>>,
+) -> FnHandler<
+    impl Fn(Record) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static,
+> {
     let seen = seen.clone();
     FnHandler(move |r: Record| {
         seen.lock().unwrap().push(r.payload.unwrap_or_default());
@@ -82,7 +92,11 @@ async fn records_unfinished_at_a_crash_are_redelivered() {
     let redelivered = log();
     let running = fx.spawn(recording(&redelivered));
     assert!(
-        eventually(Duration::from_secs(30), || redelivered.lock().unwrap().ends_with(&[b"b".to_vec(), b"c".to_vec()])).await,
+        eventually(Duration::from_secs(30), || redelivered
+            .lock()
+            .unwrap()
+            .ends_with(&[b"b".to_vec(), b"c".to_vec()]))
+        .await,
         "b and c are redelivered, in order: {:?}",
         redelivered.lock().unwrap()
     );
@@ -102,18 +116,27 @@ async fn a_retryable_error_is_retried_until_it_succeeds() {
             async move {
                 attempts.lock().unwrap().push(r.attempt);
                 if r.attempt < 3 {
-                    Err(HandlerError::retryable(anyhow::anyhow!("SMTP 451, try later")))
+                    Err(HandlerError::retryable(anyhow::anyhow!(
+                        "SMTP 451, try later"
+                    )))
                 } else {
                     Ok(())
                 }
             }
         }
     }));
-    assert!(eventually(Duration::from_secs(30), || attempts.lock().unwrap().len() == 3).await);
+    assert!(
+        eventually(Duration::from_secs(30), || attempts.lock().unwrap().len()
+            == 3)
+        .await
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     running.stop().await.unwrap();
     assert_eq!(*attempts.lock().unwrap(), vec![1, 2, 3]);
-    assert!(fx.read(&fx.dlq, 1, Duration::from_secs(2)).is_empty(), "nothing dead-lettered");
+    assert!(
+        fx.read(&fx.dlq, 1, Duration::from_secs(2)).is_empty(),
+        "nothing dead-lettered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,9 @@ async fn an_undecodable_record_goes_to_the_dlq_with_its_reason_and_origin() {
     }));
     let letters = fx.read(&fx.dlq, 1, Duration::from_secs(30));
     assert!(
-        eventually(Duration::from_secs(30), || handled.lock().unwrap().len() == 1).await,
+        eventually(Duration::from_secs(30), || handled.lock().unwrap().len()
+            == 1)
+        .await,
         "the record after the poison is still handled"
     );
     running.stop().await.unwrap();
@@ -38,13 +40,31 @@ async fn an_undecodable_record_goes_to_the_dlq_with_its_reason_and_origin() {
     assert_eq!(letters.len(), 1, "one record dead-lettered");
     let letter = &letters[0];
     assert_eq!(letter.key.as_deref(), Some(&b"order-1"[..]), "key kept");
-    assert_eq!(letter.payload, b"this is not avro", "value kept byte for byte");
+    assert_eq!(
+        letter.payload, b"this is not avro",
+        "value kept byte for byte"
+    );
     let h = &letter.headers;
-    assert_eq!(h.get_str(EVENT_ID), Some("poison-1"), "original headers kept");
+    assert_eq!(
+        h.get_str(EVENT_ID),
+        Some("poison-1"),
+        "original headers kept"
+    );
     assert_eq!(h.get_str(dlq::REASON), Some("poison"));
-    assert!(h.get_str(dlq::ERROR).unwrap().contains("not Avro single-object encoding"), "{:?}", h.get_str(dlq::ERROR));
+    assert!(
+        h.get_str(dlq::ERROR)
+            .unwrap()
+            .contains("not Avro single-object encoding"),
+        "{:?}",
+        h.get_str(dlq::ERROR)
+    );
     assert_eq!(h.get_str(dlq::ORIGINAL_TOPIC), Some(fx.topic.as_str()));
-    assert!(h.get_str(dlq::ORIGINAL_PARTITION).unwrap().parse::<i32>().is_ok());
+    assert!(
+        h.get_str(dlq::ORIGINAL_PARTITION)
+            .unwrap()
+            .parse::<i32>()
+            .is_ok()
+    );
     assert_eq!(h.get_str(dlq::ORIGINAL_OFFSET), Some("0"));
     assert_eq!(h.get_str(dlq::CONSUMER_GROUP), Some(fx.group.as_str()));
     assert_eq!(h.get_str(dlq::ATTEMPTS), Some("1"));
@@ -64,7 +84,9 @@ async fn a_record_that_keeps_failing_is_dead_lettered_after_the_last_attempt() {
             let attempts = attempts.clone();
             async move {
                 attempts.lock().unwrap().push(r.attempt);
-                Err(HandlerError::retryable(anyhow::anyhow!("connection refused")))
+                Err(HandlerError::retryable(anyhow::anyhow!(
+                    "connection refused"
+                )))
             }
         }
     }));
@@ -76,5 +98,9 @@ async fn a_record_that_keeps_failing_is_dead_lettered_after_the_last_attempt() {
     let h = &letters[0].headers;
     assert_eq!(h.get_str(dlq::REASON), Some("retries-exhausted"));
     assert_eq!(h.get_str(dlq::ATTEMPTS), Some("3"));
-    assert!(h.get_str(dlq::ERROR).unwrap().contains("connection refused"));
+    assert!(
+        h.get_str(dlq::ERROR)
+            .unwrap()
+            .contains("connection refused")
+    );
 }

@@ -34,11 +34,20 @@ async fn a_duplicate_event_is_applied_once_when_the_handler_uses_an_inbox() {
             let (inbox, handled) = (inbox.clone(), handled.clone());
             async move {
                 handled.lock().unwrap().push(r.offset);
-                let event_id = r.event_id().ok_or_else(|| HandlerError::poison(anyhow::anyhow!("no event id")))?;
-                let Some(mut tx) = inbox.begin(event_id).await.map_err(HandlerError::retryable)? else {
+                let event_id = r
+                    .event_id()
+                    .ok_or_else(|| HandlerError::poison(anyhow::anyhow!("no event id")))?;
+                let Some(mut tx) = inbox
+                    .begin(event_id)
+                    .await
+                    .map_err(HandlerError::retryable)?
+                else {
                     return Ok(()); // already applied
                 };
-                let amount: i64 = std::str::from_utf8(r.payload.as_deref().unwrap()).unwrap().parse().unwrap();
+                let amount: i64 = std::str::from_utf8(r.payload.as_deref().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 sqlx::query("INSERT INTO effects (event_id, amount) VALUES ($1, $2)")
                     .bind(event_id)
                     .bind(amount)
@@ -50,7 +59,11 @@ async fn a_duplicate_event_is_applied_once_when_the_handler_uses_an_inbox() {
             }
         }
     }));
-    assert!(eventually(Duration::from_secs(30), || handled.lock().unwrap().len() == 3).await);
+    assert!(
+        eventually(Duration::from_secs(30), || handled.lock().unwrap().len()
+            == 3)
+        .await
+    );
     running.stop().await.unwrap();
 
     let (rows, total): (i64, i64) = sqlx::query_as("SELECT COUNT(*), SUM(amount) FROM effects")

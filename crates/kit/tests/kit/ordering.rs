@@ -19,7 +19,12 @@ async fn records_of_one_key_are_handled_in_order_while_keys_run_concurrently() {
     // Interleave the keys so that every partition holds several keys.
     for seq in 0..PER_KEY {
         for key in 0..KEYS {
-            fx.send(&format!("key-{key}"), seq.to_string().as_bytes(), &unique("e")).await;
+            fx.send(
+                &format!("key-{key}"),
+                seq.to_string().as_bytes(),
+                &unique("e"),
+            )
+            .await;
         }
     }
     let order: Arc<Mutex<HashMap<String, Vec<usize>>>> = Arc::default();
@@ -42,7 +47,10 @@ async fn records_of_one_key_are_handled_in_order_while_keys_run_concurrently() {
                 max_running.fetch_max(now, Ordering::SeqCst);
                 let (pause, fail) = {
                     let mut rng = rand::rng();
-                    (rng.random_range(1..8), r.attempt == 1 && rng.random_bool(0.15))
+                    (
+                        rng.random_range(1..8),
+                        r.attempt == 1 && rng.random_bool(0.15),
+                    )
                 };
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 running_now.fetch_sub(1, Ordering::SeqCst);
@@ -51,20 +59,33 @@ async fn records_of_one_key_are_handled_in_order_while_keys_run_concurrently() {
                     // A retry must not let the next record of this key overtake this one.
                     return Err(HandlerError::retryable(anyhow::anyhow!("transient")));
                 }
-                let seq = std::str::from_utf8(r.payload.as_deref().unwrap()).unwrap().parse().unwrap();
+                let seq = std::str::from_utf8(r.payload.as_deref().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 order.lock().unwrap().entry(key).or_default().push(seq);
                 Ok(())
             }
         }
     }));
     let all_done = || order.lock().unwrap().values().map(Vec::len).sum::<usize>() == KEYS * PER_KEY;
-    assert!(eventually(Duration::from_secs(60), all_done).await, "all records handled");
+    assert!(
+        eventually(Duration::from_secs(60), all_done).await,
+        "all records handled"
+    );
     running.stop().await.unwrap();
 
     let expected: Vec<usize> = (0..PER_KEY).collect();
     for (key, seqs) in order.lock().unwrap().iter() {
         assert_eq!(seqs, &expected, "order of {key}");
     }
-    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "a key never ran twice at once");
-    assert!(max_running.load(Ordering::SeqCst) > 1, "different keys ran concurrently");
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "a key never ran twice at once"
+    );
+    assert!(
+        max_running.load(Ordering::SeqCst) > 1,
+        "different keys ran concurrently"
+    );
 }

@@ -54,7 +54,10 @@ impl Fixture {
         let dlq = spine_kit::kafka::consumer::dlq_topic(&settings.consumer, &group);
         ensure_topics(
             &settings,
-            &[TopicSpec::new(&topic, &settings), TopicSpec::new(&dlq, &settings)],
+            &[
+                TopicSpec::new(&topic, &settings),
+                TopicSpec::new(&dlq, &settings),
+            ],
         )
         .await
         .unwrap_or_else(|err| {
@@ -125,15 +128,18 @@ impl Running {
 /// A record as read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Received {
-    pub partition: i32,
-    pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Headers,
 }
 
 /// Reads a topic from the beginning of every partition, without a group.
-pub fn read_topic(settings: &KafkaSettings, topic: &str, count: usize, timeout: Duration) -> Vec<Received> {
+pub fn read_topic(
+    settings: &KafkaSettings,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Received> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.bootstrap_servers)
         .set("group.id", unique("reader"))
@@ -151,8 +157,6 @@ pub fn read_topic(settings: &KafkaSettings, topic: &str, count: usize, timeout: 
     while received.len() < count && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
             received.push(Received {
-                partition: message.partition(),
-                offset: message.offset(),
                 key: message.key().map(<[u8]>::to_vec),
                 payload: message.payload().unwrap_or_default().to_vec(),
                 headers: message

@@ -50,8 +50,8 @@ pub enum RunnerError {
         partition: i32,
         /// Offset of the record, which will be redelivered.
         offset: i64,
-        /// The producer's error.
-        source: PublishError,
+        /// The producer's error (boxed: it is large and rare).
+        source: Box<PublishError>,
     },
 }
 
@@ -406,7 +406,7 @@ impl<H: Handler> Process<H> {
                 topic: record.topic.clone(),
                 partition: record.partition,
                 offset: record.offset,
-                source,
+                source: Box::new(source),
             }),
         }
     }

@@ -1,0 +1,3 @@
+//! End-to-end tests against the real broker (`scripts/broker start` runs a local one).
+
+mod evolution;

@@ -1,0 +1,7 @@
+//! End-to-end tests across spine's crates (and, as they arrive, its services), run against the
+//! real broker named by `KAFKA_BOOTSTRAP_SERVERS`. The tests live in `e2e/`; this library is
+//! empty.
+//!
+//! # Layout
+//! - `e2e/main.rs`: the one test binary;
+//! - `e2e/evolution.rs`: typed facts across the wire, old and new readers.
