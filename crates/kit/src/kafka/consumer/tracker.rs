@@ -207,7 +207,10 @@ mod tests {
         assert_eq!(t.held(), 0);
         let (new, _) = t.accept(record(0, 5, "a")).unwrap();
         let (next, store) = t.complete(&old);
-        assert!(next.is_none() && store.is_none(), "a stale completion changes nothing");
+        assert!(
+            next.is_none() && store.is_none(),
+            "a stale completion changes nothing"
+        );
         assert_eq!(t.complete(&new).1, Some(6));
     }
 }
