@@ -59,7 +59,9 @@ pub fn init_telemetry(
         _ => EnvFilter::try_new(&settings.log_filter)?,
     };
     let fmt = match settings.log_format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
