@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::{env, fs};
 
+#[path = "src/file_name.rs"]
+mod file_name;
+
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -35,7 +38,7 @@ fn main() {
             .file_name()
             .and_then(|f| f.to_str())
             .expect("UTF-8 file name");
-        let (name, version) = split_file_name(file).unwrap_or_else(|| {
+        let (name, version) = file_name::parse_file_name(file).unwrap_or_else(|| {
             panic!(
                 "{}: schema files must be named <EventName>.v<N>.avsc, e.g. OrderPlaced.v1.avsc",
                 path.display()
@@ -52,19 +55,6 @@ fn main() {
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     write_if_changed(&out_dir.join("embedded.rs"), &out);
-}
-
-/// Mirrors `catalog::parse_file_name`; the build script cannot use the crate it builds.
-fn split_file_name(file: &str) -> Option<(&str, u32)> {
-    let stem = file.strip_suffix(".avsc")?;
-    let (name, version) = stem.rsplit_once(".v")?;
-    let valid_name = name.starts_with(|c: char| c.is_ascii_uppercase())
-        && name.chars().all(|c| c.is_ascii_alphanumeric());
-    let version: u32 = version
-        .parse()
-        .ok()
-        .filter(|v| *v >= 1 && !version.starts_with('0'))?;
-    valid_name.then_some((name, version))
 }
 
 fn write_if_changed(path: &Path, contents: &str) {

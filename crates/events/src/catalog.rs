@@ -12,6 +12,7 @@ use apache_avro::Schema;
 use apache_avro::rabin::Rabin;
 
 use crate::error::SchemaError;
+pub use crate::file_name::parse_file_name;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
@@ -188,7 +189,14 @@ impl Catalog {
     }
 }
 
+/// The most one decode may allocate. A corrupt length prefix would otherwise make apache-avro
+/// reserve up to its 512 MiB default before failing; no Kafka record of ours comes near this.
+pub const MAX_DECODE_ALLOCATION: usize = 16 * 1024 * 1024;
+
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
+    // Process-wide and first-call-wins; every decode goes through the catalog, so this runs
+    // before any untrusted bytes are read.
+    apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION);
     let entries = embedded_files()
         .map(|(file, json)| {
             // Schemas are compile-time data and the catalog test parses each one, so a bad file
@@ -202,22 +210,6 @@ static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
 /// The catalog of every schema under `schemas/`, parsed on first use.
 pub fn catalog() -> &'static Catalog {
     &CATALOG
-}
-
-/// Splits `OrderPlaced.v2.avsc` into `("OrderPlaced", 2)`.
-///
-/// The name must be CamelCase ASCII letters and digits; the version a positive integer with no
-/// leading zero.
-pub fn parse_file_name(file: &str) -> Option<(&str, u32)> {
-    let stem = file.strip_suffix(".avsc")?;
-    let (name, version) = stem.rsplit_once(".v")?;
-    let valid_name = name.starts_with(|c: char| c.is_ascii_uppercase())
-        && name.chars().all(|c| c.is_ascii_alphanumeric());
-    let version: u32 = version
-        .parse()
-        .ok()
-        .filter(|v| *v >= 1 && !version.starts_with('0'))?;
-    valid_name.then_some((name, version))
 }
 
 /// The topic for a namespace: `spine.orders` publishes on `orders.events`.

@@ -34,6 +34,7 @@
 //! - [`compat`]: the schema gate (full compatibility between versions, naming, numbering),
 //!   run by `tools/schema-check`.
 //! - [`naming`]: the rule that an event name states a fact.
+//! - [`file_name`]: `<EventName>.v<N>.avsc`, shared with `build.rs`.
 //! - [`error`]: [`SchemaError`], [`EncodeError`] and [`DecodeError`].
 
 pub mod catalog;
@@ -42,6 +43,7 @@ pub mod compat;
 pub mod email;
 pub mod error;
 pub mod event;
+pub mod file_name;
 pub mod inventory;
 pub mod naming;
 pub mod orders;

@@ -24,18 +24,15 @@ async fn the_runner_holds_no_more_than_max_in_flight_records() {
     let gate = Arc::new(Semaphore::new(0));
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
-    let running = fx.spawn(FnHandler({
-        let (gate, started, finished) = (gate.clone(), started.clone(), finished.clone());
-        move |_r: Record| {
-            let (gate, started, finished) = (gate.clone(), started.clone(), finished.clone());
-            async move {
-                started.fetch_add(1, Ordering::SeqCst);
-                gate.acquire().await.unwrap().forget();
-                finished.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }
-        }
-    }));
+    let running = fx.spawn(handler(
+        (gate.clone(), started.clone(), finished.clone()),
+        |(gate, started, finished), _r: Record| async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            gate.acquire().await.unwrap().forget();
+            finished.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        },
+    ));
     assert!(
         eventually(Duration::from_secs(30), || started.load(Ordering::SeqCst)
             == BOUND)

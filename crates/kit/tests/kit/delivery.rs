@@ -11,15 +11,9 @@ async fn a_record_is_handled_and_its_offset_committed() {
     let fx = Fixture::new(settings()).await;
     fx.send("k1", b"one", "e1").await;
     let seen = log();
-    let running = fx.spawn(FnHandler({
-        let seen = seen.clone();
-        move |r: Record| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(r.payload.unwrap());
-                Ok(())
-            }
-        }
+    let running = fx.spawn(handler(seen.clone(), |seen, r: Record| async move {
+        seen.lock().unwrap().push(r.payload.unwrap());
+        Ok(())
     }));
     assert!(eventually(Duration::from_secs(30), || seen.lock().unwrap().len() == 1).await);
     running.stop().await.unwrap();
@@ -27,15 +21,9 @@ async fn a_record_is_handled_and_its_offset_committed() {
     // A second member of the same group starts after the committed offset: nothing again.
     fx.send("k1", b"two", "e2").await;
     let again = log();
-    let running = fx.spawn(FnHandler({
-        let again = again.clone();
-        move |r: Record| {
-            let again = again.clone();
-            async move {
-                again.lock().unwrap().push(r.payload.unwrap());
-                Ok(())
-            }
-        }
+    let running = fx.spawn(handler(again.clone(), |again, r: Record| async move {
+        again.lock().unwrap().push(r.payload.unwrap());
+        Ok(())
     }));
     assert!(
         eventually(Duration::from_secs(30), || !again
@@ -49,19 +37,6 @@ async fn a_record_is_handled_and_its_offset_committed() {
     assert_eq!(*again.lock().unwrap(), vec![b"two".to_vec()]);
 }
 
-/// A handler that records each payload it completes.
-fn recording(
-    seen: &Log<Vec<u8>>,
-) -> FnHandler<
-    impl Fn(Record) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static,
-> {
-    let seen = seen.clone();
-    FnHandler(move |r: Record| {
-        seen.lock().unwrap().push(r.payload.unwrap_or_default());
-        std::future::ready(Ok(()))
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_unfinished_at_a_crash_are_redelivered() {
     let fx = Fixture::new(settings()).await;
@@ -71,18 +46,12 @@ async fn records_unfinished_at_a_crash_are_redelivered() {
     // The first member finishes "a", then hangs in "b" and is killed (its task aborted, as a
     // crash would): "b" and "c" were never done, so their offsets were never stored.
     let done = log();
-    let crashed = fx.spawn(FnHandler({
-        let done = done.clone();
-        move |r: Record| {
-            let done = done.clone();
-            async move {
-                if r.payload.as_deref() == Some(b"b") {
-                    std::future::pending::<()>().await;
-                }
-                done.lock().unwrap().push(r.payload.unwrap());
-                Ok(())
-            }
+    let crashed = fx.spawn(handler(done.clone(), |done, r: Record| async move {
+        if r.payload.as_deref() == Some(b"b") {
+            std::future::pending::<()>().await;
         }
+        done.lock().unwrap().push(r.payload.unwrap());
+        Ok(())
     }));
     assert!(eventually(Duration::from_secs(30), || done.lock().unwrap().len() == 1).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -109,22 +78,19 @@ async fn a_retryable_error_is_retried_until_it_succeeds() {
     let fx = Fixture::new(settings()).await;
     fx.send("k", b"flaky", "e1").await;
     let attempts = log();
-    let running = fx.spawn(FnHandler({
-        let attempts = attempts.clone();
-        move |r: Record| {
-            let attempts = attempts.clone();
-            async move {
-                attempts.lock().unwrap().push(r.attempt);
-                if r.attempt < 3 {
-                    Err(HandlerError::retryable(anyhow::anyhow!(
-                        "SMTP 451, try later"
-                    )))
-                } else {
-                    Ok(())
-                }
+    let running = fx.spawn(handler(
+        attempts.clone(),
+        |attempts, r: Record| async move {
+            attempts.lock().unwrap().push(r.attempt);
+            if r.attempt < 3 {
+                Err(HandlerError::retryable(anyhow::anyhow!(
+                    "SMTP 451, try later"
+                )))
+            } else {
+                Ok(())
             }
-        }
-    }));
+        },
+    ));
     assert!(
         eventually(Duration::from_secs(30), || attempts.lock().unwrap().len()
             == 3)
@@ -143,7 +109,7 @@ async fn a_retryable_error_is_retried_until_it_succeeds() {
 async fn a_fatal_error_stops_the_runner_and_leaves_the_record_uncommitted() {
     let fx = Fixture::new(settings()).await;
     fx.send("k", b"needs-the-db", "e1").await;
-    let running = fx.spawn(FnHandler(|_r: Record| async {
+    let running = fx.spawn(handler((), |(), _r: Record| async {
         Err(HandlerError::fatal(anyhow::anyhow!("database is gone")))
     }));
     let result = tokio::time::timeout(Duration::from_secs(30), running.task)

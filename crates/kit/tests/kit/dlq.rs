@@ -15,18 +15,12 @@ async fn an_undecodable_record_goes_to_the_dlq_with_its_reason_and_origin() {
     fx.send("order-1", b"this is not avro", "poison-1").await;
     fx.send("order-1", b"after the poison", "next-1").await;
     let handled = log();
-    let running = fx.spawn(FnHandler({
-        let handled = handled.clone();
-        move |r: Record| {
-            let handled = handled.clone();
-            async move {
-                if r.event_id() == Some("poison-1") {
-                    r.decode::<OrderPlaced>()?; // bad bytes: a typed decode error, poison
-                }
-                handled.lock().unwrap().push(r.payload.unwrap());
-                Ok(())
-            }
+    let running = fx.spawn(handler(handled.clone(), |handled, r: Record| async move {
+        if r.event_id() == Some("poison-1") {
+            r.decode::<OrderPlaced>()?; // bad bytes: a typed decode error, poison
         }
+        handled.lock().unwrap().push(r.payload.unwrap());
+        Ok(())
     }));
     let letters = fx.read(&fx.dlq, 1, Duration::from_secs(30));
     assert!(
@@ -78,18 +72,15 @@ async fn a_record_that_keeps_failing_is_dead_lettered_after_the_last_attempt() {
     let fx = Fixture::new(settings).await;
     fx.send("order-2", b"smtp down", "e-2").await;
     let attempts = log();
-    let running = fx.spawn(FnHandler({
-        let attempts = attempts.clone();
-        move |r: Record| {
-            let attempts = attempts.clone();
-            async move {
-                attempts.lock().unwrap().push(r.attempt);
-                Err(HandlerError::retryable(anyhow::anyhow!(
-                    "connection refused"
-                )))
-            }
-        }
-    }));
+    let running = fx.spawn(handler(
+        attempts.clone(),
+        |attempts, r: Record| async move {
+            attempts.lock().unwrap().push(r.attempt);
+            Err(HandlerError::retryable(anyhow::anyhow!(
+                "connection refused"
+            )))
+        },
+    ));
     let letters = fx.read(&fx.dlq, 1, Duration::from_secs(30));
     running.stop().await.unwrap();
 

@@ -28,37 +28,34 @@ async fn a_duplicate_event_is_applied_once_when_the_handler_uses_an_inbox() {
     fx.send("order-9", b"10", "event-a").await;
     fx.send("order-9", b"5", "event-b").await;
     let handled = log();
-    let running = fx.spawn(FnHandler({
-        let (inbox, handled) = (inbox.clone(), handled.clone());
-        move |r: Record| {
-            let (inbox, handled) = (inbox.clone(), handled.clone());
-            async move {
-                handled.lock().unwrap().push(r.offset);
-                let event_id = r
-                    .event_id()
-                    .ok_or_else(|| HandlerError::poison(anyhow::anyhow!("no event id")))?;
-                let Some(mut tx) = inbox
-                    .begin(event_id)
-                    .await
-                    .map_err(HandlerError::retryable)?
-                else {
-                    return Ok(()); // already applied
-                };
-                let amount: i64 = std::str::from_utf8(r.payload.as_deref().unwrap())
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                sqlx::query("INSERT INTO effects (event_id, amount) VALUES ($1, $2)")
-                    .bind(event_id)
-                    .bind(amount)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(HandlerError::retryable)?;
-                tx.commit().await.map_err(HandlerError::retryable)?;
-                Ok(())
-            }
-        }
-    }));
+    let running = fx.spawn(handler(
+        (inbox.clone(), handled.clone()),
+        |(inbox, handled), r: Record| async move {
+            handled.lock().unwrap().push(r.offset);
+            let event_id = r
+                .event_id()
+                .ok_or_else(|| HandlerError::poison(anyhow::anyhow!("no event id")))?;
+            let Some(mut tx) = inbox
+                .begin(event_id)
+                .await
+                .map_err(HandlerError::retryable)?
+            else {
+                return Ok(()); // already applied
+            };
+            let amount: i64 = std::str::from_utf8(r.payload.as_deref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            sqlx::query("INSERT INTO effects (event_id, amount) VALUES ($1, $2)")
+                .bind(event_id)
+                .bind(amount)
+                .execute(&mut *tx)
+                .await
+                .map_err(HandlerError::retryable)?;
+            tx.commit().await.map_err(HandlerError::retryable)?;
+            Ok(())
+        },
+    ));
     assert!(
         eventually(Duration::from_secs(30), || handled.lock().unwrap().len()
             == 3)

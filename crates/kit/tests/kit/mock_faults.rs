@@ -121,7 +121,9 @@ async fn mock_cluster_a_record_that_cannot_be_dead_lettered_stops_the_runner_unc
         &settings,
         &group,
         &[&topic],
-        FnHandler(|_r: Record| async { Err(HandlerError::poison(anyhow::anyhow!("bad record"))) }),
+        handler((), |(), _r: Record| async {
+            Err(HandlerError::poison(anyhow::anyhow!("bad record")))
+        }),
     )
     .unwrap();
     let result = tokio::time::timeout(

@@ -32,42 +32,44 @@ async fn records_of_one_key_are_handled_in_order_while_keys_run_concurrently() {
     let overlaps = Arc::new(AtomicUsize::new(0));
     let running_now = Arc::new(AtomicUsize::new(0));
     let max_running = Arc::new(AtomicUsize::new(0));
-    let running = fx.spawn(FnHandler({
-        let (order, busy, overlaps) = (order.clone(), busy.clone(), overlaps.clone());
-        let (running_now, max_running) = (running_now.clone(), max_running.clone());
-        move |r: Record| {
-            let (order, busy, overlaps) = (order.clone(), busy.clone(), overlaps.clone());
-            let (running_now, max_running) = (running_now.clone(), max_running.clone());
-            async move {
-                let key = r.key_str().unwrap().to_owned();
-                if !busy.lock().unwrap().insert(key.clone()) {
-                    overlaps.fetch_add(1, Ordering::SeqCst);
-                }
-                let now = running_now.fetch_add(1, Ordering::SeqCst) + 1;
-                max_running.fetch_max(now, Ordering::SeqCst);
-                let (pause, fail) = {
-                    let mut rng = rand::rng();
-                    (
-                        rng.random_range(1..8),
-                        r.attempt == 1 && rng.random_bool(0.15),
-                    )
-                };
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-                running_now.fetch_sub(1, Ordering::SeqCst);
-                busy.lock().unwrap().remove(&key);
-                if fail {
-                    // A retry must not let the next record of this key overtake this one.
-                    return Err(HandlerError::retryable(anyhow::anyhow!("transient")));
-                }
-                let seq = std::str::from_utf8(r.payload.as_deref().unwrap())
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                order.lock().unwrap().entry(key).or_default().push(seq);
-                Ok(())
+    let state = (
+        order.clone(),
+        busy.clone(),
+        overlaps.clone(),
+        running_now.clone(),
+        max_running.clone(),
+    );
+    let running = fx.spawn(handler(
+        state,
+        |(order, busy, overlaps, running_now, max_running), r: Record| async move {
+            let key = r.key_str().unwrap().to_owned();
+            if !busy.lock().unwrap().insert(key.clone()) {
+                overlaps.fetch_add(1, Ordering::SeqCst);
             }
-        }
-    }));
+            let now = running_now.fetch_add(1, Ordering::SeqCst) + 1;
+            max_running.fetch_max(now, Ordering::SeqCst);
+            let (pause, fail) = {
+                let mut rng = rand::rng();
+                (
+                    rng.random_range(1..8),
+                    r.attempt == 1 && rng.random_bool(0.15),
+                )
+            };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            running_now.fetch_sub(1, Ordering::SeqCst);
+            busy.lock().unwrap().remove(&key);
+            if fail {
+                // A retry must not let the next record of this key overtake this one.
+                return Err(HandlerError::retryable(anyhow::anyhow!("transient")));
+            }
+            let seq = std::str::from_utf8(r.payload.as_deref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            order.lock().unwrap().entry(key).or_default().push(seq);
+            Ok(())
+        },
+    ));
     let all_done = || order.lock().unwrap().values().map(Vec::len).sum::<usize>() == KEYS * PER_KEY;
     assert!(
         eventually(Duration::from_secs(60), all_done).await,

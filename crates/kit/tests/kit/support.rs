@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use spine_kit::kafka::consumer::{ConsumerRunner, Handler, RunnerError};
+use spine_kit::kafka::consumer::{ConsumerRunner, Handler, HandlerError, Record, RunnerError};
 use spine_kit::kafka::{Headers, OutgoingRecord, Publisher, TopicSpec, ensure_topics};
 use spine_kit::settings::KafkaSettings;
 use tokio::task::JoinHandle;
@@ -181,20 +181,38 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
     condition()
 }
 
-/// A handler built from a closure over the record, for tests.
-pub struct FnHandler<F>(pub F);
+/// A test handler: `f` gets a clone of `state` and the record.
+pub struct StateHandler<S, F> {
+    state: S,
+    f: F,
+}
 
-impl<F, Fut> Handler for FnHandler<F>
+/// Builds a [`StateHandler`].
+pub fn handler<S, F, Fut>(state: S, f: F) -> StateHandler<S, F>
 where
-    F: Fn(spine_kit::kafka::consumer::Record) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), spine_kit::kafka::consumer::HandlerError>> + Send,
+    F: Fn(S, Record) -> Fut,
+    Fut: Future<Output = Result<(), HandlerError>>,
 {
-    fn handle(
-        &self,
-        record: &spine_kit::kafka::consumer::Record,
-    ) -> impl Future<Output = Result<(), spine_kit::kafka::consumer::HandlerError>> + Send {
-        (self.0)(record.clone())
+    StateHandler { state, f }
+}
+
+impl<S, F, Fut> Handler for StateHandler<S, F>
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Record) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send,
+{
+    fn handle(&self, record: &Record) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        (self.f)(self.state.clone(), record.clone())
     }
+}
+
+/// A handler that records each payload it completes.
+pub fn recording(seen: &Log<Vec<u8>>) -> impl Handler {
+    handler(seen.clone(), |seen, r: Record| async move {
+        seen.lock().unwrap().push(r.payload.unwrap_or_default());
+        Ok(())
+    })
 }
 
 /// A shared log of what handlers saw.
