@@ -47,8 +47,21 @@ pub struct Fixture {
     pub publisher: Publisher,
 }
 
+/// Logs to the test output only when `TEST_LOG=1`: tests are quiet by default.
+pub fn init_test_log() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "debug,rdkafka=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 impl Fixture {
     pub async fn new(settings: KafkaSettings) -> Self {
+        init_test_log();
         let topic = unique("topic");
         let group = unique("group");
         let dlq = spine_kit::kafka::consumer::dlq_topic(&settings.consumer, &group);
