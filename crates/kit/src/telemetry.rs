@@ -129,3 +129,19 @@ pub fn metrics_router() -> axum::Router {
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_in_the_prometheus_text_format() {
+        let handle = metrics_handle();
+        metrics::counter!("spine_test_records_total", "outcome" => "handled").increment(3);
+        let text = handle.render();
+        assert!(
+            text.contains(r#"spine_test_records_total{outcome="handled"} 3"#),
+            "{text}"
+        );
+    }
+}
