@@ -21,7 +21,7 @@ use super::tracker::{Partition, Ticket, Tracker};
 use crate::kafka::config::consumer_config;
 use crate::kafka::headers::Headers;
 use crate::kafka::producer::{PublishError, Publisher};
-use crate::settings::{ConsumerSettings, KafkaSettings};
+use crate::settings::{ConsumerSettings, KafkaSettings, RetrySettings};
 
 /// Why the runner stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +258,7 @@ impl<H: Handler> Dispatcher<'_, H> {
         let span = consumer_span(&self.runner.group, &record);
         let task = Process {
             handler: self.runner.handler.clone(),
-            settings: self.runner.settings.consumer.clone(),
+            retry: self.runner.settings.consumer.retry.clone(),
             group: self.runner.group.clone(),
             dlq_topic: self.runner.dlq_topic.clone(),
             dlq: self.runner.dlq.clone(),
@@ -326,7 +326,7 @@ impl<H: Handler> Dispatcher<'_, H> {
 /// One record's life: handle, retry with backoff, dead-letter.
 struct Process<H> {
     handler: Arc<H>,
-    settings: ConsumerSettings,
+    retry: RetrySettings,
     group: Arc<str>,
     dlq_topic: Arc<str>,
     dlq: Publisher,
@@ -339,7 +339,7 @@ impl<H: Handler> Process<H> {
             ("group", self.group.to_string()),
             ("topic", record.topic.clone()),
         ];
-        let max_attempts = self.settings.retry.max_attempts.max(1);
+        let max_attempts = self.retry.max_attempts.max(1);
         loop {
             let started = Instant::now();
             let result = self.handler.handle(&record).await;
@@ -352,7 +352,7 @@ impl<H: Handler> Process<H> {
                 }
                 Err(HandlerError::Retryable(err)) if record.attempt < max_attempts => {
                     metrics::counter!("spine_consumer_retries_total", &labels).increment(1);
-                    let delay = backoff(&self.settings.retry, record.attempt);
+                    let delay = backoff(&self.retry, record.attempt);
                     tracing::warn!(
                         attempt = record.attempt,
                         ?delay,
