@@ -67,3 +67,78 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<(AnyPool, Backend), 
     }
     Ok((pool.connect_with(options).await?, backend))
 }
+
+/// A schema change, written once per backend because the dialects differ (identity columns,
+/// blob types, triggers).
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Applied in ascending order, once.
+    pub version: i64,
+    /// A short name, recorded with the version.
+    pub name: &'static str,
+    /// The SQL for SQLite (may hold several statements).
+    pub sqlite: &'static str,
+    /// The SQL for PostgreSQL (may hold several statements).
+    pub postgres: &'static str,
+}
+
+/// Applies the migrations of `scope` (e.g. `orders`, `spine_outbox`) that are not applied yet,
+/// each in its own transaction with its bookkeeping row. Scopes let the kit's tables and a
+/// service's tables share one database without sharing version numbers.
+pub async fn migrate(
+    pool: &AnyPool,
+    backend: Backend,
+    scope: &str,
+    migrations: &[Migration],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS spine_migrations (
+            scope TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            name TEXT NOT NULL,
+            applied_at BIGINT NOT NULL,
+            PRIMARY KEY (scope, version)
+        )",
+    )
+    .execute(pool)
+    .await?;
+    for migration in migrations {
+        let mut tx = pool.begin().await?;
+        // Two replicas starting together: the loser's insert conflicts and it skips.
+        let claimed = sqlx::query(
+            "INSERT INTO spine_migrations (scope, version, name, applied_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(scope)
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await?;
+            continue;
+        }
+        let sql = match backend {
+            Backend::Sqlite => migration.sqlite,
+            Backend::Postgres => migration.postgres,
+        };
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        tx.commit().await?;
+        tracing::info!(
+            scope,
+            version = migration.version,
+            name = migration.name,
+            "migration applied"
+        );
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch: the timestamps the kit stores.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

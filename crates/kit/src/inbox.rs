@@ -53,7 +53,7 @@ impl Inbox {
         )
         .bind(self.consumer.as_ref())
         .bind(event_id)
-        .bind(now_millis())
+        .bind(crate::db::now_millis())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -70,10 +70,4 @@ impl Inbox {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -7,15 +7,21 @@
 //! - [`shutdown`]: Ctrl-C/SIGTERM and the task [`shutdown::Supervisor`];
 //! - [`kafka`]: client config, headers and trace propagation, topic provisioning, the
 //!   [`kafka::Publisher`] and the [`kafka::consumer::ConsumerRunner`];
+//! - [`http`]: the per-request server span and latency histogram;
 //! - [`db`]: SQLite or PostgreSQL pools behind one URL;
-//! - [`inbox`]: the idempotency record that makes at-least-once delivery safe.
+//! - [`inbox`]: the idempotency record that makes at-least-once delivery safe;
+//! - [`outbox`]: the transactional outbox and its relay;
+//! - [`testing`]: a fresh SQLite or PostgreSQL database per test.
 
 pub mod config;
 pub mod db;
+pub mod http;
 pub mod inbox;
 pub mod kafka;
+pub mod outbox;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testing;
 
 pub use settings::KitSettings;

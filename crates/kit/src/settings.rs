@@ -19,6 +19,49 @@ pub struct KitSettings {
     pub telemetry: TelemetrySettings,
     /// The service's own database (outbox, inbox, state).
     pub database: DatabaseSettings,
+    /// The transactional outbox and its relay.
+    pub outbox: OutboxSettings,
+}
+
+/// Transactional outbox and relay settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// Rows the relay claims and publishes per round.
+    pub batch_size: u32,
+    /// How often the relay looks for rows when nothing woke it (a commit in this process or,
+    /// on PostgreSQL, a NOTIFY from another replica wakes it at once).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Unpublished rows beyond which the API sheds load (503 with Retry-After) instead of
+    /// accepting work it cannot hand on.
+    pub max_backlog: i64,
+    /// How long published rows are kept before they are pruned.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often pruning runs.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// Backoff after a failed round (broker down), doubling up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// The longest wait between failed rounds.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 200,
+            poll_interval: Duration::from_millis(500),
+            max_backlog: 10_000,
+            retention: Duration::from_secs(24 * 3600),
+            prune_interval: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Kafka settings.

@@ -123,6 +123,39 @@ impl Headers {
     }
 }
 
+impl Headers {
+    /// A compact, lossless encoding for storage (the outbox): for each header, the name's and
+    /// the value's lengths as little-endian u32, then their bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let size = self.0.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
+        let mut out = Vec::with_capacity(size);
+        for (name, value) in &self.0 {
+            for part in [name.as_bytes(), value.as_slice()] {
+                out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_le_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        out
+    }
+
+    /// Decodes [`Headers::to_bytes`]; `None` if the bytes are not such an encoding.
+    pub fn from_bytes(mut bytes: &[u8]) -> Option<Self> {
+        fn take<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+            let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+            let part = bytes.get(4..4 + len)?;
+            *bytes = &bytes[4 + len..];
+            Some(part)
+        }
+        let mut headers = Self::new();
+        while !bytes.is_empty() {
+            let name = String::from_utf8(take(&mut bytes)?.to_vec()).ok()?;
+            let value = take(&mut bytes)?.to_vec();
+            headers.insert(name, value);
+        }
+        Some(headers)
+    }
+}
+
 impl Injector for Headers {
     fn set(&mut self, key: &str, value: String) {
         self.0.retain(|(n, _)| n != key);
@@ -167,6 +200,17 @@ mod tests {
             extracted.span().span_context().trace_id(),
             TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
         );
+    }
+
+    #[test]
+    fn headers_survive_their_storage_encoding() {
+        let headers = Headers::new()
+            .with("a", "1")
+            .with("bin", vec![0u8, 255, 7])
+            .with("a", "");
+        assert_eq!(Headers::from_bytes(&headers.to_bytes()), Some(headers));
+        assert_eq!(Headers::from_bytes(&[1, 0, 0]), None);
+        assert_eq!(Headers::from_bytes(&[9, 0, 0, 0, b'x']), None);
     }
 
     #[test]

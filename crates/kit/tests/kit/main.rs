@@ -1,6 +1,7 @@
 //! The kit's integration tests. Everything except `mock_faults` runs against the real broker
 //! named by `KAFKA_BOOTSTRAP_SERVERS` (default 127.0.0.1:9092; `scripts/broker start` runs one).
 
+#[macro_use]
 mod support;
 
 mod backpressure;
@@ -9,3 +10,4 @@ mod dlq;
 mod inbox;
 mod mock_faults;
 mod ordering;
+mod outbox;

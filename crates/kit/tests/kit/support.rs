@@ -1,6 +1,26 @@
 //! Shared test harness: settings for the test broker, unique topics and groups, a runner in
 //! the background, and plain consumers for reading what landed.
 
+/// Runs an `async fn name(backend: Backend)` as two tests, `name::sqlite` and
+/// `name::postgres`: the conformance suite of everything with a database.
+macro_rules! on_sqlite_and_postgres {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(spine_kit::db::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(spine_kit::db::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,12 +166,33 @@ pub struct Received {
     pub headers: Headers,
 }
 
+/// Reads `expected` records (or until `timeout`), then keeps reading for another second so
+/// that a duplicate or stray record would show up too.
+pub fn read_settled(
+    settings: &KafkaSettings,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Received> {
+    read_topic_until(settings, topic, expected, timeout, Duration::from_secs(1))
+}
+
 /// Reads a topic from the beginning of every partition, without a group.
 pub fn read_topic(
     settings: &KafkaSettings,
     topic: &str,
     count: usize,
     timeout: Duration,
+) -> Vec<Received> {
+    read_topic_until(settings, topic, count, timeout, Duration::ZERO)
+}
+
+fn read_topic_until(
+    settings: &KafkaSettings,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+    settle: Duration,
 ) -> Vec<Received> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.bootstrap_servers)
@@ -165,9 +206,17 @@ pub fn read_topic(
             .unwrap();
     }
     consumer.assign(&list).unwrap();
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
+    let mut settled = false;
     let mut received = Vec::new();
-    while received.len() < count && Instant::now() < deadline {
+    while Instant::now() < deadline {
+        if received.len() >= count && !settled {
+            if settle.is_zero() {
+                break;
+            }
+            settled = true;
+            deadline = Instant::now() + settle;
+        }
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
             received.push(Received {
                 key: message.key().map(<[u8]>::to_vec),

@@ -1,0 +1,179 @@
+//! The outbox table: migrations, writes inside the caller's transaction, backlog and pruning.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use sqlx::{AnyConnection, AnyPool, Row};
+use tokio::sync::Notify;
+
+use crate::db::{Backend, Migration, migrate, now_millis};
+use crate::kafka::producer::OutgoingRecord;
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "outbox",
+    sqlite: "CREATE TABLE spine_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            topic TEXT NOT NULL,
+            msg_key BLOB,
+            payload BLOB NOT NULL,
+            headers BLOB NOT NULL,
+            created_at BIGINT NOT NULL,
+            published_at BIGINT
+        );
+        CREATE INDEX spine_outbox_pending ON spine_outbox (msg_key, id) WHERE published_at IS NULL;
+        CREATE INDEX spine_outbox_published ON spine_outbox (published_at) WHERE published_at IS NOT NULL;",
+    postgres: "CREATE TABLE spine_outbox (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            topic TEXT NOT NULL,
+            msg_key BYTEA,
+            payload BYTEA NOT NULL,
+            headers BYTEA NOT NULL,
+            created_at BIGINT NOT NULL,
+            published_at BIGINT
+        );
+        CREATE INDEX spine_outbox_pending ON spine_outbox (msg_key, id) WHERE published_at IS NULL;
+        CREATE INDEX spine_outbox_published ON spine_outbox (published_at) WHERE published_at IS NOT NULL;
+        -- Wakes the relays of every replica when a transaction that wrote rows commits.
+        CREATE FUNCTION spine_outbox_notify() RETURNS trigger AS $$
+        BEGIN
+            PERFORM pg_notify('spine_outbox', '');
+            RETURN NULL;
+        END
+        $$ LANGUAGE plpgsql;
+        CREATE TRIGGER spine_outbox_notify AFTER INSERT ON spine_outbox
+            FOR EACH STATEMENT EXECUTE FUNCTION spine_outbox_notify();",
+}];
+
+/// The PostgreSQL channel the outbox trigger notifies.
+pub(super) const CHANNEL: &str = "spine_outbox";
+
+/// Unpublished rows as the relay last counted them, plus what was enqueued since. Cheap to
+/// read on every request.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    rows: AtomicI64,
+    oldest_created_at: AtomicI64,
+}
+
+impl Backlog {
+    /// Unpublished rows.
+    pub fn rows(&self) -> i64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// Age of the oldest unpublished row (zero when there is none).
+    pub fn oldest_age(&self) -> Duration {
+        match self.oldest_created_at.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            oldest => Duration::from_millis(u64::try_from(now_millis() - oldest).unwrap_or(0)),
+        }
+    }
+}
+
+/// The outbox of one service database. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    pub(super) pool: AnyPool,
+    pub(super) backend: Backend,
+    pub(super) wake: Arc<Notify>,
+    pub(super) backlog: Arc<Backlog>,
+}
+
+impl Outbox {
+    /// Opens the outbox, creating its table on first use.
+    pub async fn new(pool: AnyPool, backend: Backend) -> Result<Self, sqlx::Error> {
+        migrate(&pool, backend, "spine_outbox", MIGRATIONS).await?;
+        let outbox = Self {
+            pool,
+            backend,
+            wake: Arc::new(Notify::new()),
+            backlog: Arc::new(Backlog::default()),
+        };
+        outbox.refresh_backlog().await?;
+        Ok(outbox)
+    }
+
+    /// Adds `record` inside the caller's transaction (pass `&mut *tx`). It is published only
+    /// if that transaction commits. The record's headers carry the trace context of the
+    /// caller's span, so the relay's publish joins the caller's trace.
+    pub async fn enqueue(
+        &self,
+        conn: &mut AnyConnection,
+        record: &OutgoingRecord,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO spine_outbox (topic, msg_key, payload, headers, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(record.topic.as_str())
+        .bind(record.key.clone())
+        .bind(record.payload.clone())
+        .bind(record.headers.to_bytes())
+        .bind(now_millis())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Call after committing a transaction that enqueued `rows`: wakes the relay and counts
+    /// the rows into the backlog until the relay's next count.
+    pub fn committed(&self, rows: i64) {
+        self.backlog.rows.fetch_add(rows, Ordering::Relaxed);
+        let _ = self.backlog.oldest_created_at.compare_exchange(
+            0,
+            now_millis(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.wake.notify_one();
+    }
+
+    /// The backlog, for load shedding.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+
+    /// Counts the unpublished rows and updates the backlog and its gauges.
+    pub async fn refresh_backlog(&self) -> Result<(), sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), MIN(created_at) FROM spine_outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let rows: i64 = row.try_get(0)?;
+        let oldest: Option<i64> = row.try_get(1)?;
+        self.backlog.rows.store(rows, Ordering::Relaxed);
+        self.backlog
+            .oldest_created_at
+            .store(oldest.unwrap_or(0), Ordering::Relaxed);
+        metrics::gauge!("spine_outbox_backlog_rows").set(rows as f64);
+        metrics::gauge!("spine_outbox_oldest_age_seconds")
+            .set(self.backlog.oldest_age().as_secs_f64());
+        Ok(())
+    }
+
+    /// Deletes rows published more than `retention` ago; returns how many.
+    pub async fn prune(&self, retention: Duration) -> Result<u64, sqlx::Error> {
+        let cutoff = now_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let pruned = sqlx::query(
+            "DELETE FROM spine_outbox WHERE published_at IS NOT NULL AND published_at < $1",
+        )
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(pruned)
+    }
+
+    /// The pool, for the service's own queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The database backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}

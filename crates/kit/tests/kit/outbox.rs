@@ -1,0 +1,244 @@
+//! The transactional outbox and its relay, on SQLite and PostgreSQL, against the real broker
+//! (and librdkafka's mock cluster for the outage).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use spine_kit::db::Backend;
+use spine_kit::kafka::{Headers, OutgoingRecord, Publisher};
+use spine_kit::outbox::{Outbox, Relay};
+use spine_kit::settings::{KafkaSettings, OutboxSettings};
+use spine_kit::testing::{TestDatabase, fresh_database};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+on_sqlite_and_postgres!(
+    committed_rows_are_published_once_in_order_per_key_and_rolled_back_ones_never,
+    rows_wait_while_the_broker_is_down_and_are_published_in_order_after,
+    published_rows_are_pruned_after_their_retention,
+);
+
+mod two_relays_on_one_postgres_outbox {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publish_each_row_once_in_order_per_key() {
+        super::two_relays_publish_each_row_once(spine_kit::db::Backend::Postgres).await
+    }
+}
+
+fn relay_settings() -> OutboxSettings {
+    OutboxSettings {
+        batch_size: 50,
+        poll_interval: Duration::from_millis(100),
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+        ..OutboxSettings::default()
+    }
+}
+
+async fn open(backend: Backend) -> (TestDatabase, Outbox) {
+    let db = fresh_database(backend).await;
+    let (pool, backend) = spine_kit::db::connect(&db.settings).await.unwrap();
+    let outbox = Outbox::new(pool, backend).await.unwrap();
+    (db, outbox)
+}
+
+fn start_relay(
+    db: &TestDatabase,
+    outbox: &Outbox,
+    kafka: &KafkaSettings,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let publisher = Publisher::new(kafka, "relay").unwrap();
+    let relay = Relay::new(
+        outbox.clone(),
+        publisher,
+        relay_settings(),
+        &db.settings.url,
+    );
+    let token = CancellationToken::new();
+    (token.clone(), tokio::spawn(relay.run(token)))
+}
+
+fn row(topic: &str, key: &str, seq: usize) -> OutgoingRecord {
+    OutgoingRecord {
+        topic: topic.to_owned(),
+        key: Some(key.as_bytes().to_vec()),
+        payload: seq.to_string().into_bytes(),
+        headers: Headers::new().with("seq", seq.to_string()),
+    }
+}
+
+/// Enqueues `row(key, seq)` in its own transaction, committing or rolling back.
+async fn write(outbox: &Outbox, record: &OutgoingRecord, commit: bool) {
+    let mut tx = outbox.pool().begin().await.unwrap();
+    outbox.enqueue(&mut tx, record).await.unwrap();
+    if commit {
+        tx.commit().await.unwrap();
+        outbox.committed(1);
+    } else {
+        tx.rollback().await.unwrap();
+    }
+}
+
+/// Sequence numbers per key, in the order the topic holds them.
+fn per_key(received: &[Received]) -> BTreeMap<String, Vec<usize>> {
+    let mut keys: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for r in received {
+        let key = String::from_utf8(r.key.clone().unwrap()).unwrap();
+        let seq = std::str::from_utf8(&r.payload).unwrap().parse().unwrap();
+        keys.entry(key).or_default().push(seq);
+    }
+    keys
+}
+
+async fn committed_rows_are_published_once_in_order_per_key_and_rolled_back_ones_never(
+    backend: Backend,
+) {
+    const KEYS: usize = 5;
+    const ROWS: usize = 12;
+    let fx = Fixture::new(settings()).await;
+    let (db, outbox) = open(backend).await;
+    let (token, relay) = start_relay(&db, &outbox, &fx.settings);
+
+    // Writers for different keys commit concurrently with the relay's rounds; every third
+    // transaction rolls back.
+    let writers: Vec<_> = (0..KEYS)
+        .map(|k| {
+            let (outbox, topic) = (outbox.clone(), fx.topic.clone());
+            tokio::spawn(async move {
+                for seq in 0..ROWS {
+                    write(
+                        &outbox,
+                        &row(&topic, &format!("key-{k}"), seq),
+                        seq % 3 != 2,
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let expected: Vec<usize> = (0..ROWS).filter(|seq| seq % 3 != 2).collect();
+    let received = read_settled(
+        &fx.settings,
+        &fx.topic,
+        KEYS * expected.len(),
+        Duration::from_secs(30),
+    );
+    token.cancel();
+    relay.await.unwrap().unwrap();
+
+    assert_eq!(
+        received.len(),
+        KEYS * expected.len(),
+        "each committed row once, nothing else"
+    );
+    for (key, seqs) in per_key(&received) {
+        assert_eq!(seqs, expected, "order of {key}");
+    }
+}
+
+async fn two_relays_publish_each_row_once(backend: Backend) {
+    const KEYS: usize = 20;
+    const ROWS: usize = 8;
+    let fx = Fixture::new(settings()).await;
+    let (db, outbox) = open(backend).await;
+    for seq in 0..ROWS {
+        for k in 0..KEYS {
+            write(&outbox, &row(&fx.topic, &format!("key-{k}"), seq), true).await;
+        }
+    }
+    // Two replicas' relays race for the same rows.
+    let (token_a, relay_a) = start_relay(&db, &outbox, &fx.settings);
+    let (_, second) = open_same(&db).await;
+    let (token_b, relay_b) = start_relay(&db, &second, &fx.settings);
+    let received = read_settled(
+        &fx.settings,
+        &fx.topic,
+        KEYS * ROWS,
+        Duration::from_secs(30),
+    );
+    token_a.cancel();
+    token_b.cancel();
+    relay_a.await.unwrap().unwrap();
+    relay_b.await.unwrap().unwrap();
+
+    assert_eq!(received.len(), KEYS * ROWS, "every row exactly once");
+    let expected: Vec<usize> = (0..ROWS).collect();
+    for (key, seqs) in per_key(&received) {
+        assert_eq!(seqs, expected, "order of {key}");
+    }
+}
+
+/// A second pool on the same database: another replica.
+async fn open_same(db: &TestDatabase) -> ((), Outbox) {
+    let (pool, backend) = spine_kit::db::connect(&db.settings).await.unwrap();
+    ((), Outbox::new(pool, backend).await.unwrap())
+}
+
+async fn rows_wait_while_the_broker_is_down_and_are_published_in_order_after(backend: Backend) {
+    // Fault injection: librdkafka's mock cluster, because tansu can't be taken down per test.
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("outbox-outage", PARTITIONS, 1).unwrap();
+    let mut kafka = settings();
+    kafka.bootstrap_servers = mock.bootstrap_servers();
+    kafka.producer.delivery_timeout = Duration::from_secs(2);
+    let (db, outbox) = open(backend).await;
+    mock.broker_down(1).unwrap();
+    let (token, relay) = start_relay(&db, &outbox, &kafka);
+    for seq in 0..5 {
+        for k in 0..3 {
+            write(
+                &outbox,
+                &row("outbox-outage", &format!("key-{k}"), seq),
+                true,
+            )
+            .await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    outbox.refresh_backlog().await.unwrap();
+    assert_eq!(
+        outbox.backlog().rows(),
+        15,
+        "rows wait while the broker is down"
+    );
+    assert!(outbox.backlog().oldest_age() >= Duration::from_secs(2));
+
+    mock.broker_up(1).unwrap();
+    let received = read_settled(&kafka, "outbox-outage", 15, Duration::from_secs(30));
+    token.cancel();
+    relay.await.unwrap().unwrap();
+
+    assert_eq!(received.len(), 15, "none lost, none doubled");
+    for (key, seqs) in per_key(&received) {
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4], "order of {key}");
+    }
+}
+
+async fn published_rows_are_pruned_after_their_retention(backend: Backend) {
+    let fx = Fixture::new(settings()).await;
+    let (db, outbox) = open(backend).await;
+    for seq in 0..3 {
+        write(&outbox, &row(&fx.topic, "key", seq), true).await;
+    }
+    let (token, relay) = start_relay(&db, &outbox, &fx.settings);
+    assert_eq!(fx.read(&fx.topic, 3, Duration::from_secs(15)).len(), 3);
+    assert!(eventually(Duration::from_secs(5), || outbox.backlog().rows() == 0).await);
+    token.cancel();
+    relay.await.unwrap().unwrap();
+
+    assert_eq!(
+        outbox.prune(Duration::from_secs(3600)).await.unwrap(),
+        0,
+        "too young to prune"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(outbox.prune(Duration::from_millis(10)).await.unwrap(), 3);
+}

@@ -1,0 +1,164 @@
+//! The orders service: the synchronous edge. `POST /orders` validates, saves the order and its
+//! OrderPlaced in one transaction (the outbox) and answers 202 at once; the relay publishes
+//! afterwards. It also reacts to inventory's facts by confirming or rejecting orders.
+//!
+//! # Layout
+//! - [`settings`]: the service's settings;
+//! - [`domain`]: the request, its validation and the order status;
+//! - [`store`]: orders, lines and history, written with their outbox rows;
+//! - [`routes`]: the HTTP API and its errors;
+//! - [`reactions`]: the consumer of inventory's facts;
+//! - [`Application`]: builds everything and runs it under one supervisor.
+
+pub mod domain;
+pub mod reactions;
+pub mod routes;
+pub mod settings;
+pub mod store;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use spine_events::Event;
+use spine_events::inventory::StockReserved;
+use spine_events::orders::OrderPlaced;
+use spine_kit::kafka::consumer::ConsumerRunner;
+use spine_kit::kafka::{Publisher, TopicSpec, ensure_topics};
+use spine_kit::outbox::{Outbox, Relay};
+use spine_kit::shutdown::Supervisor;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::reactions::InventoryReactions;
+use crate::settings::Settings;
+use crate::store::OrderStore;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Orders and their outbox.
+    pub store: OrderStore,
+    /// The producer, for the readiness probe.
+    pub publisher: Publisher,
+    /// Backlog above which POST answers 503.
+    pub max_backlog: i64,
+    /// `Retry-After` of that 503.
+    pub retry_after_secs: u64,
+    /// Largest accepted body.
+    pub body_limit: usize,
+}
+
+/// The service, built and bound, not yet running.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    relay: Relay,
+    runner: ConsumerRunner<InventoryReactions>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Connects the database (migrating it), provisions topics, binds the port.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (pool, backend) = spine_kit::db::connect(&settings.database)
+            .await
+            .context("connecting the database (database.url)")?;
+        let outbox = Outbox::new(pool, backend)
+            .await
+            .context("opening the outbox")?;
+        let store = OrderStore::new(outbox.clone(), &settings.orders.consumer_group)
+            .await
+            .context("migrating the orders schema")?;
+        let kafka = &settings.kafka;
+        let group = settings.orders.consumer_group.as_str();
+        let runner = ConsumerRunner::new(
+            kafka,
+            group,
+            &[StockReserved::TOPIC],
+            InventoryReactions::new(store.clone()),
+        )?;
+        if kafka.topics.create_missing {
+            let topics = [OrderPlaced::TOPIC, StockReserved::TOPIC, runner.dlq_topic()];
+            let specs: Vec<TopicSpec> = topics.iter().map(|t| TopicSpec::new(*t, kafka)).collect();
+            ensure_topics(kafka, &specs)
+                .await
+                .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
+        }
+        let publisher = Publisher::new(kafka, "orders")?;
+        let relay = Relay::new(
+            outbox,
+            publisher.clone(),
+            settings.outbox.clone(),
+            &settings.database.url,
+        );
+        let address = format!("{}:{}", settings.http.host, settings.http.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding {address} (http.host, http.port)"))?;
+        Ok(Self {
+            listener,
+            state: AppState {
+                store,
+                publisher,
+                max_backlog: settings.outbox.max_backlog,
+                retry_after_secs: settings.http.retry_after_secs,
+                body_limit: settings.http.body_limit,
+            },
+            relay,
+            runner,
+            shutdown_timeout: kafka.consumer.shutdown_timeout + Duration::from_secs(5),
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Serves HTTP, relays the outbox and consumes inventory's facts until `token` is
+    /// cancelled or one of them fails (which stops the others).
+    pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+        let mut supervisor = Supervisor::new(token);
+        let app = routes::router(self.state.clone());
+        let stop = supervisor.token();
+        let listener = self.listener;
+        supervisor.spawn("http", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("HTTP server")
+        });
+        let stop = supervisor.token();
+        let relay = self.relay;
+        supervisor.spawn("outbox-relay", relay.run(stop));
+        let stop = supervisor.token();
+        let runner = self.runner;
+        supervisor.spawn("inventory-consumer", async move {
+            runner.run(stop).await.map_err(Into::into)
+        });
+        let stop = supervisor.token();
+        let store = self.state.store.clone();
+        supervisor.spawn("order-gauges", async move {
+            while !stop.is_cancelled() {
+                match store.count_by_status().await {
+                    Ok(counts) => {
+                        for (status, count) in counts {
+                            metrics::gauge!("orders_by_status", "status" => status)
+                                .set(count as f64);
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "cannot count orders"),
+                }
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+            Ok(())
+        });
+        supervisor
+            .run(self.shutdown_timeout)
+            .await
+            .map_err(Into::into)
+    }
+}

@@ -1,0 +1,19 @@
+//! `orders`: loads settings, starts telemetry, runs until Ctrl-C or SIGTERM.
+
+use anyhow::Context;
+use spine_orders::Application;
+use spine_orders::settings::Settings;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = spine_kit::config::load().context("loading settings")?;
+    let _telemetry = spine_kit::telemetry::init_telemetry(
+        "orders",
+        env!("CARGO_PKG_VERSION"),
+        &settings.telemetry,
+    )?;
+    let app = Application::build(settings).await?;
+    tracing::info!(port = app.port(), "orders listening");
+    app.run_until_stopped(spine_kit::shutdown::token_on_signal())
+        .await
+}

@@ -1,0 +1,104 @@
+//! The API's errors: each maps to a status and a JSON body; internals are logged, never sent.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// A field is missing, unknown, of the wrong type or invalid.
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// Its JSON path.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A header is invalid.
+    #[error("header {header}: {message}")]
+    InvalidHeader {
+        /// The header.
+        header: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The body is not `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// The body is larger than the limit.
+    #[error("the body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The idempotency key was used before with another body.
+    #[error("Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    /// No such order.
+    #[error("no order {0}")]
+    NotFound(String),
+    /// The outbox backlog is over its bound: come back later.
+    #[error("overloaded: {backlog} events wait to be published; retry later")]
+    Overloaded {
+        /// Unpublished rows.
+        backlog: i64,
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
+    /// Anything else: logged, answered as a bare 500.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            Self::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            Self::InvalidHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let Self::Internal(err) = &self {
+            tracing::error!(error = format!("{err:#}"), "request failed");
+        }
+        let mut body = json!({ "error": { "code": code, "message": self.to_string() } });
+        match &self {
+            Self::InvalidField { field, .. } => body["error"]["field"] = json!(field),
+            Self::InvalidHeader { header, .. } => body["error"]["field"] = json!(header),
+            _ => {}
+        }
+        let mut response = (status, Json(body)).into_response();
+        if let Self::Overloaded {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}

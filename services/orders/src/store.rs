@@ -1,0 +1,410 @@
+//! The orders database: orders, their lines and status history, written together with the
+//! outbox rows of the facts they produce.
+
+use spine_events::Event;
+use spine_events::orders::{LineItem, OrderConfirmed, OrderPlaced, OrderRejected};
+use spine_kit::db::{Migration, migrate, now_millis};
+use spine_kit::inbox::Inbox;
+use spine_kit::kafka::OutgoingRecord;
+use spine_kit::outbox::Outbox;
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use crate::domain::{NewOrder, OrderStatus};
+
+/// The same DDL suits both backends: plain TEXT, BIGINT and INTEGER columns.
+const SCHEMA: &str = "
+    CREATE TABLE orders (
+        id TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        email TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        total_minor BIGINT NOT NULL,
+        sales_channel TEXT,
+        status TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        request TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE TABLE order_items (
+        order_id TEXT NOT NULL REFERENCES orders (id),
+        line_no INTEGER NOT NULL,
+        sku TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        unit_price_minor BIGINT NOT NULL,
+        PRIMARY KEY (order_id, line_no)
+    );
+    CREATE TABLE order_transitions (
+        order_id TEXT NOT NULL REFERENCES orders (id),
+        seq INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        at BIGINT NOT NULL,
+        PRIMARY KEY (order_id, seq)
+    );
+    CREATE INDEX orders_status ON orders (status);";
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "orders",
+    sqlite: SCHEMA,
+    postgres: SCHEMA,
+}];
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// The event could not be encoded (a bug: our own events always encode).
+    #[error(transparent)]
+    Encode(#[from] spine_events::EncodeError),
+}
+
+/// What `place` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    /// A new order was saved with its OrderPlaced.
+    Created {
+        /// The new order's id.
+        id: Uuid,
+    },
+    /// The idempotency key was used before with the same body: that order.
+    Existing {
+        /// The first order's id.
+        id: Uuid,
+        /// Its current status.
+        status: OrderStatus,
+    },
+    /// The idempotency key was used before with a different body.
+    KeyReused,
+}
+
+/// An order with its lines and history, as `GET /orders/{id}` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OrderView {
+    /// The order id.
+    pub id: Uuid,
+    /// Current status.
+    pub status: OrderStatus,
+    /// Who ordered.
+    pub customer_id: String,
+    /// Where mail goes.
+    pub email: String,
+    /// Currency of every amount.
+    pub currency: String,
+    /// Total in minor units.
+    pub total_minor: i64,
+    /// The lines.
+    pub items: Vec<LineItem>,
+    /// Every status the order went through, oldest first.
+    pub history: Vec<Transition>,
+}
+
+/// One status change.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Transition {
+    /// The new status.
+    pub status: OrderStatus,
+    /// Why, for a rejection.
+    pub reason: Option<String>,
+    /// When, in Unix milliseconds.
+    pub at: i64,
+}
+
+/// The outcome of inventory's reservation.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Every line was reserved.
+    Confirmed,
+    /// Not; with the reason.
+    Rejected(String),
+}
+
+/// What applying an outcome did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The order changed status and the fact was enqueued.
+    Changed,
+    /// The event was processed before (inbox hit), or the order had already left PENDING.
+    Unchanged,
+    /// No such order.
+    UnknownOrder,
+}
+
+/// Orders, with the outbox and inbox in the same database.
+#[derive(Clone)]
+pub struct OrderStore {
+    outbox: Outbox,
+    inbox: Inbox,
+}
+
+impl OrderStore {
+    /// Opens the store, migrating the schema.
+    pub async fn new(outbox: Outbox, consumer_group: &str) -> Result<Self, sqlx::Error> {
+        let pool = outbox.pool().clone();
+        migrate(&pool, outbox.backend(), "orders", MIGRATIONS).await?;
+        let inbox = Inbox::new(pool, consumer_group).await?;
+        Ok(Self { outbox, inbox })
+    }
+
+    /// The outbox, for the relay and load shedding.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Saves a new PENDING order and its OrderPlaced in one transaction. With an
+    /// idempotency key, a repeat of the same request returns the first order instead.
+    #[tracing::instrument(skip_all, fields(order.id))]
+    pub async fn place(
+        &self,
+        order: &NewOrder,
+        request: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Placed, StoreError> {
+        if let Some(key) = idempotency_key
+            && let Some(found) = self.by_idempotency_key(key, request).await?
+        {
+            return Ok(found);
+        }
+        let id = Uuid::now_v7();
+        tracing::Span::current().record("order.id", tracing::field::display(id));
+        let mut placed = OrderPlaced::new(
+            id,
+            &order.customer_id,
+            &order.email,
+            order.items.clone(),
+            &order.currency,
+        );
+        placed.sales_channel = order.sales_channel.clone();
+        let record = OutgoingRecord::from_event(&placed)?;
+        let now = now_millis();
+        let mut tx = self.outbox.pool().begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO orders (id, customer_id, email, currency, total_minor, sales_channel, status,
+                                 idempotency_key, request, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        )
+        .bind(id.to_string())
+        .bind(order.customer_id.as_str())
+        .bind(order.email.as_str())
+        .bind(order.currency.as_str())
+        .bind(order.total_minor)
+        .bind(order.sales_channel.clone())
+        .bind(OrderStatus::Pending.as_str())
+        .bind(idempotency_key.map(str::to_owned))
+        .bind(request)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(err) = inserted {
+            // Two requests with one key raced; the other committed first.
+            if let (Some(key), Some(db)) = (idempotency_key, err.as_database_error())
+                && db.is_unique_violation()
+            {
+                tx.rollback().await?;
+                return Ok(self
+                    .by_idempotency_key(key, request)
+                    .await?
+                    .unwrap_or(Placed::KeyReused));
+            }
+            return Err(err.into());
+        }
+        for (line_no, item) in order.items.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_minor)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id.to_string())
+            .bind(line_no as i32)
+            .bind(item.sku.as_str())
+            .bind(item.quantity)
+            .bind(item.unit_price_minor)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_transition(&mut tx, id, OrderStatus::Pending, None, now).await?;
+        self.outbox.enqueue(&mut tx, &record).await?;
+        tx.commit().await?;
+        self.outbox.committed(1);
+        metrics::counter!("orders_placed_total").increment(1);
+        Ok(Placed::Created { id })
+    }
+
+    async fn by_idempotency_key(
+        &self,
+        key: &str,
+        request: &str,
+    ) -> Result<Option<Placed>, StoreError> {
+        let row = sqlx::query("SELECT id, status, request FROM orders WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(self.outbox.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: String = row.try_get("request")?;
+        if stored != request {
+            return Ok(Some(Placed::KeyReused));
+        }
+        let id: String = row.try_get("id")?;
+        let status: String = row.try_get("status")?;
+        Ok(Some(Placed::Existing {
+            id: id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Pending),
+        }))
+    }
+
+    /// The order with its lines and history.
+    pub async fn get(&self, id: Uuid) -> Result<Option<OrderView>, StoreError> {
+        let pool = self.outbox.pool();
+        let Some(row) = sqlx::query(
+            "SELECT status, customer_id, email, currency, total_minor FROM orders WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let items = sqlx::query(
+            "SELECT sku, quantity, unit_price_minor FROM order_items WHERE order_id = $1 ORDER BY line_no",
+        )
+        .bind(id.to_string())
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| Ok(LineItem::new(r.try_get::<String, _>(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        let history = sqlx::query(
+            "SELECT status, reason, at FROM order_transitions WHERE order_id = $1 ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Transition {
+                status: OrderStatus::parse(&r.try_get::<String, _>(0)?)
+                    .unwrap_or(OrderStatus::Pending),
+                reason: r.try_get(1)?,
+                at: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+        Ok(Some(OrderView {
+            id,
+            status: OrderStatus::parse(&row.try_get::<String, _>(0)?)
+                .unwrap_or(OrderStatus::Pending),
+            customer_id: row.try_get(1)?,
+            email: row.try_get(2)?,
+            currency: row.try_get(3)?,
+            total_minor: row.try_get(4)?,
+            items,
+            history,
+        }))
+    }
+
+    /// Applies inventory's outcome for an order, once per event: the inbox row, the status
+    /// change, its history row and the outbox row of OrderConfirmed or OrderRejected commit
+    /// together.
+    #[tracing::instrument(skip_all, fields(order.id = %order_id, event.id = event_id))]
+    pub async fn apply(
+        &self,
+        event_id: &str,
+        order_id: Uuid,
+        outcome: &Outcome,
+    ) -> Result<Applied, StoreError> {
+        let Some(mut tx) = self.inbox.begin(event_id).await? else {
+            return Ok(Applied::Unchanged);
+        };
+        let (status, reason) = match outcome {
+            Outcome::Confirmed => (OrderStatus::Confirmed, None),
+            Outcome::Rejected(reason) => (OrderStatus::Rejected, Some(reason.clone())),
+        };
+        let now = now_millis();
+        let row = sqlx::query(
+            "UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4
+             RETURNING email, currency, total_minor",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(order_id.to_string())
+        .bind(OrderStatus::Pending.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            let exists = sqlx::query("SELECT 1 FROM orders WHERE id = $1")
+                .bind(order_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !exists {
+                tx.rollback().await?;
+                return Ok(Applied::UnknownOrder);
+            }
+            // Already final: keep the inbox row so a redelivery is skipped cheaply.
+            tx.commit().await?;
+            return Ok(Applied::Unchanged);
+        };
+        let email: String = row.try_get(0)?;
+        let record = match &reason {
+            None => fact(&OrderConfirmed {
+                event_id: spine_events::event::new_event_id(),
+                occurred_at: now,
+                order_id,
+                email,
+                currency: row.try_get(1)?,
+                total_minor: row.try_get(2)?,
+            })?,
+            Some(reason) => fact(&OrderRejected {
+                event_id: spine_events::event::new_event_id(),
+                occurred_at: now,
+                order_id,
+                email,
+                reason: reason.clone(),
+            })?,
+        };
+        insert_transition(&mut tx, order_id, status, reason.as_deref(), now).await?;
+        self.outbox.enqueue(&mut tx, &record).await?;
+        tx.commit().await?;
+        self.outbox.committed(1);
+        Ok(Applied::Changed)
+    }
+
+    /// Orders per status, for the gauge.
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query("SELECT status, COUNT(*) FROM orders GROUP BY status")
+            .fetch_all(self.outbox.pool())
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+}
+
+fn fact<E: Event>(event: &E) -> Result<OutgoingRecord, spine_events::EncodeError> {
+    OutgoingRecord::from_event(event)
+}
+
+async fn insert_transition(
+    conn: &mut AnyConnection,
+    order_id: Uuid,
+    status: OrderStatus,
+    reason: Option<&str>,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    // The order row is locked (or, on SQLite, the database is) by the caller's transaction,
+    // so MAX(seq) can't race.
+    sqlx::query(
+        "INSERT INTO order_transitions (order_id, seq, status, reason, at)
+         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM order_transitions WHERE order_id = $1",
+    )
+    .bind(order_id.to_string())
+    .bind(status.as_str())
+    .bind(reason.map(str::to_owned))
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
