@@ -1,11 +1,17 @@
 //! Helpers for tests of the kit and of services built on it: a fresh database per test, on
 //! SQLite or on the PostgreSQL server named by `SPINE_TEST_POSTGRES_URL` (which
-//! `scripts/test` starts).
+//! `scripts/test` starts), reading topics back, and waiting for a condition.
 
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use secrecy::ExposeSecret;
 
 use crate::db::Backend;
-use crate::settings::DatabaseSettings;
+use crate::kafka::Headers;
+use crate::settings::{DatabaseSettings, KafkaSettings};
 
 /// A fresh, empty database. Keep it alive for the test: a SQLite file lives in a temporary
 /// directory that is removed on drop (a PostgreSQL database is left for the throwaway server).
@@ -73,5 +79,123 @@ impl TestDatabase {
     /// The URL, for tools that need it in the clear.
     pub fn url(&self) -> &str {
         self.settings.url.expose_secret()
+    }
+}
+
+/// A record as read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub payload: Vec<u8>,
+    /// Its headers.
+    pub headers: Headers,
+}
+
+/// Reads `expected` records (or until `timeout`), then keeps reading for another second so
+/// that a duplicate or stray record would show up too.
+pub fn read_settled(
+    settings: &KafkaSettings,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Received> {
+    read_topic_until(settings, topic, expected, timeout, Duration::from_secs(1))
+}
+
+/// Reads a topic from the beginning of every partition, without a group.
+pub fn read_topic(
+    settings: &KafkaSettings,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Received> {
+    read_topic_until(settings, topic, count, timeout, Duration::ZERO)
+}
+
+fn read_topic_until(
+    settings: &KafkaSettings,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<Received> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions(settings, topic) {
+        list.add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut deadline = Instant::now() + timeout;
+    let mut settled = false;
+    let mut received = Vec::new();
+    while Instant::now() < deadline {
+        if received.len() >= count && !settled {
+            if settle.is_zero() {
+                break;
+            }
+            settled = true;
+            deadline = Instant::now() + settle;
+        }
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            received.push(Received {
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers: message
+                    .headers()
+                    .map(Headers::from_borrowed)
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    received
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    condition()
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn partitions(settings: &KafkaSettings, topic: &str) -> i32 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .create()
+        .expect("a metadata client");
+    consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()
+        .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
+}
+
+/// Logs to the test output only when `TEST_LOG` is set: tests are quiet by default.
+pub fn init_test_log() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "debug,rdkafka=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
     }
 }

@@ -23,16 +23,17 @@ macro_rules! on_sqlite_and_postgres {
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use spine_kit::kafka::consumer::{ConsumerRunner, Handler, HandlerError, Record, RunnerError};
 use spine_kit::kafka::{Headers, OutgoingRecord, Publisher, TopicSpec, ensure_topics};
 use spine_kit::settings::KafkaSettings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+pub use spine_kit::testing::{
+    Received, eventually, init_test_log, read_settled, read_topic, unique,
+};
 
 pub const PARTITIONS: i32 = 3;
 
@@ -53,11 +54,6 @@ pub fn settings() -> KafkaSettings {
     settings
 }
 
-/// A name no other test uses.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
 /// A fresh topic, a fresh group, and that group's DLQ topic, all created on the broker.
 pub struct Fixture {
     pub settings: KafkaSettings,
@@ -65,18 +61,6 @@ pub struct Fixture {
     pub group: String,
     pub dlq: String,
     pub publisher: Publisher,
-}
-
-/// Logs to the test output only when `TEST_LOG=1`: tests are quiet by default.
-pub fn init_test_log() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "debug,rdkafka=info".into()),
-            )
-            .with_test_writer()
-            .try_init();
-    }
 }
 
 impl Fixture {
@@ -156,91 +140,6 @@ impl Running {
             .expect("runner stops within 30 s")
             .expect("runner task panicked")
     }
-}
-
-/// A record as read back from a topic.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Headers,
-}
-
-/// Reads `expected` records (or until `timeout`), then keeps reading for another second so
-/// that a duplicate or stray record would show up too.
-pub fn read_settled(
-    settings: &KafkaSettings,
-    topic: &str,
-    expected: usize,
-    timeout: Duration,
-) -> Vec<Received> {
-    read_topic_until(settings, topic, expected, timeout, Duration::from_secs(1))
-}
-
-/// Reads a topic from the beginning of every partition, without a group.
-pub fn read_topic(
-    settings: &KafkaSettings,
-    topic: &str,
-    count: usize,
-    timeout: Duration,
-) -> Vec<Received> {
-    read_topic_until(settings, topic, count, timeout, Duration::ZERO)
-}
-
-fn read_topic_until(
-    settings: &KafkaSettings,
-    topic: &str,
-    count: usize,
-    timeout: Duration,
-    settle: Duration,
-) -> Vec<Received> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.bootstrap_servers)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        list.add_partition_offset(topic, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let mut deadline = Instant::now() + timeout;
-    let mut settled = false;
-    let mut received = Vec::new();
-    while Instant::now() < deadline {
-        if received.len() >= count && !settled {
-            if settle.is_zero() {
-                break;
-            }
-            settled = true;
-            deadline = Instant::now() + settle;
-        }
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            received.push(Received {
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().unwrap_or_default().to_vec(),
-                headers: message
-                    .headers()
-                    .map(Headers::from_borrowed)
-                    .unwrap_or_default(),
-            });
-        }
-    }
-    received
-}
-
-/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    condition()
 }
 
 /// A test handler: `f` gets a clone of `state` and the record.
