@@ -20,6 +20,14 @@ on_sqlite_and_postgres!(
     published_rows_are_pruned_after_their_retention,
 );
 
+mod postgres_notify {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_on_another_replica_wakes_the_relay() {
+        super::a_commit_elsewhere_wakes_the_relay_through_notify(spine_kit::db::Backend::Postgres)
+            .await
+    }
+}
+
 mod two_relays_on_one_postgres_outbox {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publish_each_row_once_in_order_per_key() {
@@ -241,4 +249,27 @@ async fn published_rows_are_pruned_after_their_retention(backend: Backend) {
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(outbox.prune(Duration::from_millis(10)).await.unwrap(), 3);
+}
+
+async fn a_commit_elsewhere_wakes_the_relay_through_notify(backend: Backend) {
+    let fx = Fixture::new(settings()).await;
+    let (db, outbox) = open(backend).await;
+    // The relay would poll only once a minute: only LISTEN/NOTIFY can wake it in time.
+    let publisher = Publisher::new(&fx.settings, "relay").unwrap();
+    let slow = OutboxSettings {
+        poll_interval: Duration::from_secs(60),
+        ..relay_settings()
+    };
+    let relay = Relay::new(outbox.clone(), publisher, slow, &db.settings.url);
+    let token = CancellationToken::new();
+    let task = tokio::spawn(relay.run(token.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await; // first (empty) round done, now asleep
+    // Another replica (its own pool and in-process wake-up) commits a row.
+    let (_, other) = open_same(&db).await;
+    write(&other, &row(&fx.topic, "key", 0), true).await;
+
+    let received = read_topic(&fx.settings, &fx.topic, 1, Duration::from_secs(10));
+    token.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(received.len(), 1, "published long before the next poll");
 }
