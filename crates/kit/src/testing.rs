@@ -199,3 +199,25 @@ pub fn init_test_log() {
             .try_init();
     }
 }
+
+/// Runs each `async fn name(backend: Backend)` as two tests, `name::sqlite` and
+/// `name::postgres`: the conformance suite of everything with a database. The calling crate
+/// needs tokio (with `macros` and `rt-multi-thread`).
+#[macro_export]
+macro_rules! on_sqlite_and_postgres {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::db::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::db::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}

@@ -1,7 +1,6 @@
 //! The kit's integration tests. Everything except `mock_faults` runs against the real broker
 //! named by `KAFKA_BOOTSTRAP_SERVERS` (default 127.0.0.1:9092; `scripts/broker start` runs one).
 
-#[macro_use]
 mod support;
 
 mod backpressure;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-on_sqlite_and_postgres!(
+spine_kit::on_sqlite_and_postgres!(
     committed_rows_are_published_once_in_order_per_key_and_rolled_back_ones_never,
     rows_wait_while_the_broker_is_down_and_are_published_in_order_after,
     published_rows_are_pruned_after_their_retention,

@@ -1,26 +1,6 @@
 //! Shared test harness: settings for the test broker, unique topics and groups, a runner in
 //! the background, and plain consumers for reading what landed.
 
-/// Runs an `async fn name(backend: Backend)` as two tests, `name::sqlite` and
-/// `name::postgres`: the conformance suite of everything with a database.
-macro_rules! on_sqlite_and_postgres {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(spine_kit::db::Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(spine_kit::db::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

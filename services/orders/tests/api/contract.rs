@@ -7,7 +7,7 @@ use spine_kit::db::Backend;
 
 use crate::support::*;
 
-on_sqlite_and_postgres!(
+spine_kit::on_sqlite_and_postgres!(
     a_valid_order_is_accepted_saved_and_published,
     bad_input_gets_a_json_4xx_naming_the_field_and_writes_nothing,
     unknown_and_malformed_order_ids_get_json_errors,

@@ -6,7 +6,9 @@ use spine_kit::db::Backend;
 
 use crate::support::*;
 
-on_sqlite_and_postgres!(a_repeated_request_returns_the_same_order_and_a_changed_one_is_refused);
+spine_kit::on_sqlite_and_postgres!(
+    a_repeated_request_returns_the_same_order_and_a_changed_one_is_refused
+);
 
 async fn a_repeated_request_returns_the_same_order_and_a_changed_one_is_refused(backend: Backend) {
     let app = spawn_app(backend).await;

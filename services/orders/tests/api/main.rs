@@ -1,7 +1,6 @@
 //! The orders service's tests: the real service on port 0, a fresh database per test (SQLite
 //! and PostgreSQL), the real broker (librdkafka's mock cluster for the outage).
 
-#[macro_use]
 mod support;
 
 mod contract;

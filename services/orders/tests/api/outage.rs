@@ -11,7 +11,7 @@ use spine_kit::db::Backend;
 
 use crate::support::*;
 
-on_sqlite_and_postgres!(
+spine_kit::on_sqlite_and_postgres!(
     orders_are_accepted_while_the_broker_is_down_shed_at_the_bound_and_published_after
 );
 

@@ -10,7 +10,7 @@ use spine_kit::kafka::Publisher;
 
 use crate::support::*;
 
-on_sqlite_and_postgres!(
+spine_kit::on_sqlite_and_postgres!(
     a_reservation_confirms_the_order_once_even_when_redelivered,
     a_failed_reservation_rejects_the_order_with_its_reason,
 );

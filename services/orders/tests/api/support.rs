@@ -13,25 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use spine_kit::testing::{Received, read_settled};
 
-/// Runs `async fn name(backend: Backend)` as `name::sqlite` and `name::postgres`.
-macro_rules! on_sqlite_and_postgres {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(spine_kit::db::Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(spine_kit::db::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
-
 /// Kafka settings for the test broker, with fast group timeouts for tansu.
 pub fn kafka() -> KafkaSettings {
     let mut kafka = KafkaSettings::default();
