@@ -345,6 +345,11 @@ impl<H: Handler> Process<H> {
             let result = self.handler.handle(&record).await;
             metrics::histogram!("spine_consumer_handler_seconds", &labels)
                 .record(started.elapsed().as_secs_f64());
+            if let Err(err) = &result {
+                metrics::counter!("spine_consumer_errors_total",
+                    "group" => self.group.to_string(), "topic" => record.topic.clone(), "class" => err.kind())
+                .increment(1);
+            }
             let (reason, err) = match result {
                 Ok(()) => {
                     count_outcome(&self.group, &record.topic, "handled");

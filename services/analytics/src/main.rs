@@ -1,0 +1,2 @@
+//! `analytics`: not built yet.
+fn main() {}

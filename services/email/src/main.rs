@@ -1,0 +1,2 @@
+//! `email`: not built yet.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `inventory`: not built yet.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `spine-dlq`: not built yet.
+fn main() {}
