@@ -4,4 +4,6 @@
 //!
 //! # Layout
 //! - `e2e/main.rs`: the one test binary;
-//! - `e2e/evolution.rs`: typed facts across the wire, old and new readers.
+//! - `e2e/evolution.rs`: typed facts across the wire, old and new readers;
+//! - `e2e/flow.rs`: all four services on a broker of their own, one order confirmed and one
+//!   rejected, followed to their emails and the analytics.

@@ -1,3 +1,4 @@
 //! End-to-end tests against the real broker (`scripts/broker start` runs a local one).
 
 mod evolution;
+mod flow;

@@ -1,1 +1,178 @@
-//! The analytics service (being built).
+//! The analytics service: consumes every fact and keeps aggregates idempotently in its own
+//! database: counts per event type and order status, confirmed revenue per currency, orders per
+//! minute, and the time from OrderPlaced to its outcome (p50, p99). Served at `GET /stats`.
+//!
+//! # Layout
+//! - [`settings`]: the service's settings;
+//! - [`store`]: the aggregates and their once-per-fact updates;
+//! - [`reactions`]: the consumer of every topic;
+//! - [`Application`]: builds everything and runs it under one supervisor.
+
+pub mod reactions;
+pub mod settings;
+pub mod store;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use spine_kit::kafka::consumer::ConsumerRunner;
+use spine_kit::kafka::{Publisher, TopicSpec, ensure_topics};
+use spine_kit::shutdown::Supervisor;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::reactions::Aggregator;
+use crate::settings::Settings;
+use crate::store::AnalyticsStore;
+
+/// What the handlers share.
+#[derive(Clone)]
+struct AppState {
+    store: AnalyticsStore,
+    publisher: Publisher,
+    minutes_shown: u32,
+}
+
+/// The service, built and bound, not yet running.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    runner: ConsumerRunner<Aggregator>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Connects and migrates the database, provisions topics, binds the port.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (pool, backend) = spine_kit::db::connect(&settings.database)
+            .await
+            .context("connecting the database (database.url)")?;
+        let group = settings.analytics.consumer_group.as_str();
+        let store = AnalyticsStore::new(pool, backend, group)
+            .await
+            .context("migrating the analytics schema")?;
+        let kafka = &settings.kafka;
+        let topics: Vec<&str> = topics();
+        let runner = ConsumerRunner::new(kafka, group, &topics, Aggregator::new(store.clone()))?;
+        if kafka.topics.create_missing {
+            let mut specs: Vec<TopicSpec> =
+                topics.iter().map(|t| TopicSpec::new(*t, kafka)).collect();
+            specs.push(TopicSpec::new(runner.dlq_topic(), kafka));
+            ensure_topics(kafka, &specs)
+                .await
+                .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
+        }
+        let address = format!("{}:{}", settings.http.host, settings.http.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding {address} (http.host, http.port)"))?;
+        Ok(Self {
+            listener,
+            state: AppState {
+                store,
+                publisher: Publisher::new(kafka, "analytics")?,
+                minutes_shown: settings.analytics.minutes_shown,
+            },
+            runner,
+            shutdown_timeout: kafka.consumer.shutdown_timeout + Duration::from_secs(5),
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Serves HTTP and consumes until `token` is cancelled or either fails.
+    pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+        let mut supervisor = Supervisor::new(token);
+        let app = Router::new()
+            .route("/stats", get(stats))
+            .route(
+                "/healthz",
+                get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+            )
+            .route("/readyz", get(ready))
+            .with_state(self.state)
+            .merge(spine_kit::telemetry::metrics_router())
+            .layer(axum::middleware::from_fn(spine_kit::http::observe));
+        let stop = supervisor.token();
+        let listener = self.listener;
+        supervisor.spawn("http", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("HTTP server")
+        });
+        let stop = supervisor.token();
+        let runner = self.runner;
+        supervisor.spawn("consumer", async move {
+            runner.run(stop).await.map_err(Into::into)
+        });
+        supervisor
+            .run(self.shutdown_timeout)
+            .await
+            .map_err(Into::into)
+    }
+}
+
+/// Every topic with facts: the catalog's topics.
+fn topics() -> Vec<&'static str> {
+    let mut topics: Vec<&'static str> = spine_events::catalog()
+        .entries()
+        .iter()
+        .map(|e| e.topic())
+        .collect();
+    topics.sort_unstable();
+    topics.dedup();
+    topics
+}
+
+async fn stats(State(state): State<AppState>) -> Response {
+    match state.store.stats(state.minutes_shown).await {
+        Ok(stats) => Json(stats).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot read the aggregates");
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                Json(serde_json::json!({ "error": { "code": "internal", "message": "internal error" } })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let db_ok = sqlx::query("SELECT 1")
+        .execute(state.store.pool())
+        .await
+        .is_ok();
+    let producer = state.publisher.inner().clone();
+    let broker_ok = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer as _;
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    let check = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let status = if db_ok && broker_ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": check(db_ok && broker_ok),
+            "checks": { "database": check(db_ok), "broker": check(broker_ok) },
+        })),
+    )
+        .into_response()
+}

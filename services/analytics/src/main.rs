@@ -1,2 +1,19 @@
-//! `analytics`: not built yet.
-fn main() {}
+//! `analytics`: loads settings, starts telemetry, runs until Ctrl-C or SIGTERM.
+
+use anyhow::Context;
+use spine_analytics::Application;
+use spine_analytics::settings::Settings;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = spine_kit::config::load().context("loading settings")?;
+    let _telemetry = spine_kit::telemetry::init_telemetry(
+        "analytics",
+        env!("CARGO_PKG_VERSION"),
+        &settings.telemetry,
+    )?;
+    let app = Application::build(settings).await?;
+    tracing::info!(port = app.port(), "analytics listening");
+    app.run_until_stopped(spine_kit::shutdown::token_on_signal())
+        .await
+}

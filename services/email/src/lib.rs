@@ -1,1 +1,140 @@
-//! The email service (being built).
+//! The email service: mails the customer once per order outcome. It consumes `orders.events`,
+//! sends a confirmation for OrderConfirmed and a rejection (with the reason) for OrderRejected,
+//! records each mail by event id and publishes EmailSent through its own outbox.
+//!
+//! # Layout
+//! - [`settings`]: the service's settings (transport, sender, SMTP);
+//! - [`templates`]: the mails, rendered in code (plain text and escaped HTML);
+//! - [`mailer`]: the mailer port, its file and SMTP transports, and error classification;
+//! - [`store`]: `sent_emails` (the idempotency record), written with EmailSent's outbox row;
+//! - [`reactions`]: the consumer of orders' facts;
+//! - [`routes`]: health, readiness and metrics;
+//! - [`Application`]: builds everything and runs it under one supervisor.
+
+pub mod mailer;
+pub mod reactions;
+pub mod routes;
+pub mod settings;
+pub mod store;
+pub mod templates;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lettre::message::Mailbox;
+use spine_events::Event;
+use spine_events::email::EmailSent;
+use spine_events::orders::OrderConfirmed;
+use spine_kit::kafka::consumer::ConsumerRunner;
+use spine_kit::kafka::{Publisher, TopicSpec, ensure_topics};
+use spine_kit::outbox::{Outbox, Relay};
+use spine_kit::shutdown::Supervisor;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::reactions::OrderMails;
+use crate::settings::Settings;
+use crate::store::EmailStore;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Sent mails and the outbox.
+    pub store: EmailStore,
+    /// The producer, for the readiness probe.
+    pub publisher: Publisher,
+}
+
+/// The service, built and bound, not yet running.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    relay: Relay,
+    runner: ConsumerRunner<OrderMails>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Checks the sender, opens the mailer, connects the database (migrating it), provisions
+    /// topics, binds the port.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let email = &settings.email;
+        let from: Mailbox = email
+            .from
+            .parse()
+            .with_context(|| format!("invalid setting email.from: {:?}", email.from))?;
+        let mailer = mailer::from_settings(email)?;
+        let (pool, backend) = spine_kit::db::connect(&settings.database)
+            .await
+            .context("connecting the database (database.url)")?;
+        let outbox = Outbox::new(pool, backend)
+            .await
+            .context("opening the outbox")?;
+        let store = EmailStore::new(outbox.clone())
+            .await
+            .context("migrating the email schema")?;
+        let kafka = &settings.kafka;
+        let runner = ConsumerRunner::new(
+            kafka,
+            &email.consumer_group,
+            &[OrderConfirmed::TOPIC],
+            OrderMails::new(store.clone(), mailer, from),
+        )?;
+        if kafka.topics.create_missing {
+            let topics = [OrderConfirmed::TOPIC, EmailSent::TOPIC, runner.dlq_topic()];
+            let specs: Vec<TopicSpec> = topics.iter().map(|t| TopicSpec::new(*t, kafka)).collect();
+            ensure_topics(kafka, &specs)
+                .await
+                .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
+        }
+        let publisher = Publisher::new(kafka, "email")?;
+        let relay = Relay::new(
+            outbox,
+            publisher.clone(),
+            settings.outbox.clone(),
+            &settings.database.url,
+        );
+        let address = format!("{}:{}", settings.http.host, settings.http.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding {address} (http.host, http.port)"))?;
+        Ok(Self {
+            listener,
+            state: AppState { store, publisher },
+            relay,
+            runner,
+            shutdown_timeout: kafka.consumer.shutdown_timeout + Duration::from_secs(5),
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Serves HTTP, relays the outbox and consumes orders' facts until `token` is cancelled or
+    /// one of them fails (which stops the others).
+    pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+        let mut supervisor = Supervisor::new(token);
+        let app = routes::router(self.state.clone());
+        let stop = supervisor.token();
+        let listener = self.listener;
+        supervisor.spawn("http", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("HTTP server")
+        });
+        let stop = supervisor.token();
+        supervisor.spawn("outbox-relay", self.relay.run(stop));
+        let stop = supervisor.token();
+        let runner = self.runner;
+        supervisor.spawn("orders-consumer", async move {
+            runner.run(stop).await.map_err(Into::into)
+        });
+        supervisor
+            .run(self.shutdown_timeout)
+            .await
+            .map_err(Into::into)
+    }
+}

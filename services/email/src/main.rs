@@ -1,2 +1,19 @@
-//! `email`: not built yet.
-fn main() {}
+//! `email`: loads settings, starts telemetry, runs until Ctrl-C or SIGTERM.
+
+use anyhow::Context;
+use spine_email::Application;
+use spine_email::settings::Settings;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = spine_kit::config::load().context("loading settings")?;
+    let _telemetry = spine_kit::telemetry::init_telemetry(
+        "email",
+        env!("CARGO_PKG_VERSION"),
+        &settings.telemetry,
+    )?;
+    let app = Application::build(settings).await?;
+    tracing::info!(port = app.port(), "email listening");
+    app.run_until_stopped(spine_kit::shutdown::token_on_signal())
+        .await
+}

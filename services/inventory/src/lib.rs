@@ -1,1 +1,206 @@
-//! The inventory service (being built).
+//! The inventory service: holds stock per SKU and answers every placed order with a fact.
+//! OrderPlaced reserves every line or none, in one transaction with the event's inbox row and
+//! the outbox row of StockReserved or StockReservationFailed; the relay publishes afterwards.
+//! A small HTTP API reads and sets stock.
+//!
+//! # Layout
+//! - [`settings`]: the service's settings, the seed included;
+//! - [`domain`]: SKUs and quantities, validated once;
+//! - [`store`]: stock and reservations, written with their inbox and outbox rows;
+//! - [`routes`]: the HTTP API and its errors;
+//! - [`reactions`]: the consumer of orders' facts;
+//! - [`Application`]: builds everything and runs it under one supervisor.
+
+pub mod domain;
+pub mod reactions;
+pub mod routes;
+pub mod settings;
+pub mod store;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use spine_events::Event;
+use spine_events::inventory::StockReserved;
+use spine_kit::kafka::consumer::ConsumerRunner;
+use spine_kit::kafka::{Publisher, TopicSpec, ensure_topics};
+use spine_kit::outbox::{Outbox, Relay};
+use spine_kit::shutdown::Supervisor;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Quantity, Sku};
+use crate::reactions::OrderReactions;
+use crate::settings::{SeedEntry, Settings};
+use crate::store::InventoryStore;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Stock, reservations and their outbox.
+    pub store: InventoryStore,
+    /// The producer, for the readiness probe.
+    pub publisher: Publisher,
+    /// Largest accepted body.
+    pub body_limit: usize,
+}
+
+/// The service, built and bound, not yet running.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    relay: Relay,
+    runner: ConsumerRunner<OrderReactions>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Validates the seed, connects the database (migrating and seeding it), provisions
+    /// topics, binds the port.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let seed = parse_seed(&settings.inventory.seed)?;
+        let (pool, backend) = spine_kit::db::connect(&settings.database)
+            .await
+            .context("connecting the database (database.url)")?;
+        let outbox = Outbox::new(pool, backend)
+            .await
+            .context("opening the outbox")?;
+        let store = InventoryStore::new(outbox.clone(), &settings.inventory.consumer_group)
+            .await
+            .context("migrating the inventory schema")?;
+        let seeded = store.seed(&seed).await.context("seeding stock")?;
+        if seeded > 0 {
+            tracing::info!(skus = seeded, "stock seeded");
+        }
+        let kafka = &settings.kafka;
+        let group = settings.inventory.consumer_group.as_str();
+        let orders_topic = settings.inventory.orders_topic.as_str();
+        let runner = ConsumerRunner::new(
+            kafka,
+            group,
+            &[orders_topic],
+            OrderReactions::new(store.clone()),
+        )?;
+        if kafka.topics.create_missing {
+            let topics = [orders_topic, StockReserved::TOPIC, runner.dlq_topic()];
+            let specs: Vec<TopicSpec> = topics.iter().map(|t| TopicSpec::new(*t, kafka)).collect();
+            ensure_topics(kafka, &specs)
+                .await
+                .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
+        }
+        let publisher = Publisher::new(kafka, "inventory")?;
+        let relay = Relay::new(
+            outbox,
+            publisher.clone(),
+            settings.outbox.clone(),
+            &settings.database.url,
+        );
+        let address = format!("{}:{}", settings.http.host, settings.http.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding {address} (http.host, http.port)"))?;
+        Ok(Self {
+            listener,
+            state: AppState {
+                store,
+                publisher,
+                body_limit: settings.http.body_limit,
+            },
+            relay,
+            runner,
+            shutdown_timeout: kafka.consumer.shutdown_timeout + Duration::from_secs(5),
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// Serves HTTP, relays the outbox and consumes orders' facts until `token` is cancelled or
+    /// one of them fails (which stops the others).
+    pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+        let mut supervisor = Supervisor::new(token);
+        let app = routes::router(self.state.clone());
+        let stop = supervisor.token();
+        let listener = self.listener;
+        supervisor.spawn("http", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("HTTP server")
+        });
+        let stop = supervisor.token();
+        let relay = self.relay;
+        supervisor.spawn("outbox-relay", relay.run(stop));
+        let stop = supervisor.token();
+        let runner = self.runner;
+        supervisor.spawn("orders-consumer", async move {
+            runner.run(stop).await.map_err(Into::into)
+        });
+        let stop = supervisor.token();
+        let store = self.state.store.clone();
+        supervisor.spawn("stock-gauges", async move {
+            while !stop.is_cancelled() {
+                match store.all().await {
+                    Ok(stock) => {
+                        for view in stock {
+                            metrics::gauge!("inventory_stock_available", "sku" => view.sku)
+                                .set(view.available as f64);
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "cannot read stock"),
+                }
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+            Ok(())
+        });
+        supervisor
+            .run(self.shutdown_timeout)
+            .await
+            .map_err(Into::into)
+    }
+}
+
+/// The seed, validated; a bad entry names its index, like any other setting.
+fn parse_seed(seed: &[SeedEntry]) -> anyhow::Result<Vec<(Sku, Quantity)>> {
+    seed.iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let sku = Sku::parse(&entry.sku);
+            let quantity = Quantity::parse(entry.quantity);
+            match (sku, quantity) {
+                (Ok(sku), Ok(quantity)) => Ok((sku, quantity)),
+                (Err(e), _) | (_, Err(e)) => Err(anyhow::anyhow!(
+                    "invalid setting `inventory.seed[{i}].{}`: {}",
+                    e.field,
+                    e.message
+                )),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_seed_is_valid_and_has_a_sku_out_of_stock() {
+        let seed = parse_seed(&Settings::default().inventory.seed).unwrap();
+        assert!(seed.iter().any(|(_, q)| q.get() == 0));
+    }
+
+    #[test]
+    fn a_bad_seed_entry_is_named() {
+        let seed = [SeedEntry {
+            sku: "SKU-1".into(),
+            quantity: -3,
+        }];
+        let err = parse_seed(&seed).unwrap_err().to_string();
+        assert!(err.contains("inventory.seed[0].quantity"), "{err}");
+    }
+}

@@ -1,2 +1,19 @@
-//! `inventory`: not built yet.
-fn main() {}
+//! `inventory`: loads settings, starts telemetry, runs until Ctrl-C or SIGTERM.
+
+use anyhow::Context;
+use spine_inventory::Application;
+use spine_inventory::settings::Settings;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = spine_kit::config::load().context("loading settings")?;
+    let _telemetry = spine_kit::telemetry::init_telemetry(
+        "inventory",
+        env!("CARGO_PKG_VERSION"),
+        &settings.telemetry,
+    )?;
+    let app = Application::build(settings).await?;
+    tracing::info!(port = app.port(), "inventory listening");
+    app.run_until_stopped(spine_kit::shutdown::token_on_signal())
+        .await
+}

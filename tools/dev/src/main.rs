@@ -3,7 +3,8 @@
 //!
 //! It provisions every topic named by the schema catalog, runs each service in this process
 //! on its own port and SQLite file under `.spine/dev/`, prints where everything is, and stops
-//! them all on Ctrl-C. Services join as they land; today that is orders.
+//! them all on Ctrl-C: orders (:8080), inventory (:8081), email (:8082, file transport into
+//! `.spine/dev/emails/`) and analytics (:8083).
 //!
 //! # Layout
 //! - `main.rs`: settings, topic provisioning, the services, the summary, shutdown.
@@ -20,17 +21,26 @@ const DATA_DIR: &str = ".spine/dev";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut orders: spine_orders::settings::Settings =
-        spine_kit::config::load().context("loading settings")?;
+    let mut orders: spine_orders::settings::Settings = load("orders")?;
+    let mut inventory: spine_inventory::settings::Settings = load("inventory")?;
+    let mut email: spine_email::settings::Settings = load("email")?;
+    let mut analytics: spine_analytics::settings::Settings = load("analytics")?;
     let _telemetry = spine_kit::telemetry::init_telemetry(
         "spine-dev",
         env!("CARGO_PKG_VERSION"),
         &orders.telemetry,
     )?;
     std::fs::create_dir_all(DATA_DIR).with_context(|| format!("creating {DATA_DIR}"))?;
+    // Each service gets a SQLite file of its own unless DATABASE_URL names a server.
     if std::env::var_os("DATABASE_URL").is_none() {
-        orders.database.url = format!("sqlite://{DATA_DIR}/orders.db?mode=rwc").into();
+        orders.database.url = sqlite("orders");
+        inventory.database.url = sqlite("inventory");
+        email.database.url = sqlite("email");
+        analytics.database.url = sqlite("analytics");
     }
+    let emails_dir = std::path::Path::new(DATA_DIR).join("emails");
+    email.email.outbox_dir = emails_dir.clone();
+
     let kafka = orders.kafka.clone();
     let topics: BTreeSet<&str> = spine_events::catalog()
         .entries()
@@ -42,13 +52,23 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
 
-    let orders_app = spine_orders::Application::build(orders)
+    let orders = spine_orders::Application::build(orders)
         .await
         .context("starting orders")?;
-    let orders_port = orders_app.port();
+    let inventory = spine_inventory::Application::build(inventory)
+        .await
+        .context("starting inventory")?;
+    let email = spine_email::Application::build(email)
+        .await
+        .context("starting email")?;
+    let analytics = spine_analytics::Application::build(analytics)
+        .await
+        .context("starting analytics")?;
+    let (orders_port, inventory_port) = (orders.port(), inventory.port());
+    let (email_port, analytics_port) = (email.port(), analytics.port());
 
     println!("spine local stack");
-    println!("  broker    {}", kafka.bootstrap_servers);
+    println!("  broker     {}", kafka.bootstrap_servers);
     for topic in &topics {
         let events: Vec<String> = spine_events::catalog()
             .entries()
@@ -56,10 +76,16 @@ async fn main() -> anyhow::Result<()> {
             .filter(|e| e.topic() == *topic)
             .map(|e| format!("{} v{}", e.name(), e.version()))
             .collect();
-        println!("  topic     {topic:<18} {}", events.join(", "));
+        println!("  topic      {topic:<18} {}", events.join(", "));
     }
-    println!("  orders    http://127.0.0.1:{orders_port}  (database {DATA_DIR}/orders.db)");
-    println!("  pending   inventory, email and analytics land in later releases");
+    println!("  orders     http://127.0.0.1:{orders_port}/orders");
+    println!("  inventory  http://127.0.0.1:{inventory_port}/stock");
+    println!(
+        "  email      http://127.0.0.1:{email_port}/readyz  (emails land in {})",
+        emails_dir.display()
+    );
+    println!("  analytics  http://127.0.0.1:{analytics_port}/stats");
+    println!("  databases  {DATA_DIR}/*.db");
     println!();
     println!("Place an order:");
     println!(
@@ -68,8 +94,18 @@ async fn main() -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop.");
 
     let mut supervisor = Supervisor::new(spine_kit::shutdown::token_on_signal());
-    let token = supervisor.token();
-    supervisor.spawn("orders", orders_app.run_until_stopped(token));
-    supervisor.run(Duration::from_secs(20)).await?;
+    supervisor.spawn("orders", orders.run_until_stopped(supervisor.token()));
+    supervisor.spawn("inventory", inventory.run_until_stopped(supervisor.token()));
+    supervisor.spawn("email", email.run_until_stopped(supervisor.token()));
+    supervisor.spawn("analytics", analytics.run_until_stopped(supervisor.token()));
+    supervisor.run(Duration::from_secs(30)).await?;
     Ok(())
+}
+
+fn load<T: serde::de::DeserializeOwned>(service: &str) -> anyhow::Result<T> {
+    spine_kit::config::load().with_context(|| format!("loading {service} settings"))
+}
+
+fn sqlite(service: &str) -> secrecy::SecretString {
+    format!("sqlite://{DATA_DIR}/{service}.db?mode=rwc").into()
 }

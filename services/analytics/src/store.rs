@@ -1,0 +1,328 @@
+//! The aggregates, each updated in the same transaction as the inbox row of the fact that
+//! changed it, so a redelivered fact is never counted twice.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use spine_kit::db::{Backend, Migration, migrate};
+use spine_kit::inbox::Inbox;
+use sqlx::{AnyConnection, AnyPool, Row};
+
+const SCHEMA: &str = "
+    CREATE TABLE event_counts (
+        event_type TEXT PRIMARY KEY,
+        events BIGINT NOT NULL
+    );
+    CREATE TABLE order_facts (
+        order_id TEXT PRIMARY KEY,
+        placed_at BIGINT,
+        status TEXT NOT NULL,
+        currency TEXT,
+        total_minor BIGINT
+    );
+    CREATE TABLE revenue (
+        currency TEXT PRIMARY KEY,
+        total_minor BIGINT NOT NULL,
+        orders BIGINT NOT NULL
+    );
+    CREATE TABLE orders_per_minute (
+        minute BIGINT PRIMARY KEY,
+        orders BIGINT NOT NULL
+    );
+    CREATE TABLE time_to_outcome (
+        order_id TEXT PRIMARY KEY,
+        outcome TEXT NOT NULL,
+        millis BIGINT NOT NULL
+    );
+    CREATE INDEX time_to_outcome_millis ON time_to_outcome (millis);";
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "aggregates",
+    sqlite: SCHEMA,
+    postgres: SCHEMA,
+}];
+
+/// A fact, reduced to what the aggregates need.
+#[derive(Debug, Clone)]
+pub enum Fact {
+    /// An order was placed.
+    Placed {
+        /// Its id.
+        order_id: String,
+        /// When, in Unix milliseconds.
+        at: i64,
+        /// Its currency.
+        currency: String,
+        /// Its total in minor units.
+        total_minor: i64,
+    },
+    /// An order reached its outcome.
+    Outcome {
+        /// Its id.
+        order_id: String,
+        /// When, in Unix milliseconds.
+        at: i64,
+        /// `CONFIRMED` or `REJECTED`.
+        status: &'static str,
+        /// Revenue for a confirmation: currency and total.
+        revenue: Option<(String, i64)>,
+    },
+    /// Any other fact: counted by type only.
+    Other,
+}
+
+/// The aggregates as `GET /stats` shows them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Stats {
+    /// Facts seen per event type.
+    pub events: BTreeMap<String, i64>,
+    /// Orders per status (PLACED, CONFIRMED, REJECTED).
+    pub orders_by_status: BTreeMap<String, i64>,
+    /// Confirmed revenue per currency.
+    pub revenue: BTreeMap<String, Revenue>,
+    /// Orders placed per minute, most recent last.
+    pub orders_per_minute: Vec<Minute>,
+    /// Time from OrderPlaced to its confirmation or rejection.
+    pub time_to_outcome_ms: Percentiles,
+}
+
+/// Revenue of one currency.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Revenue {
+    /// Sum of confirmed totals, in minor units.
+    pub total_minor: i64,
+    /// Confirmed orders.
+    pub orders: i64,
+}
+
+/// Orders placed in one minute.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Minute {
+    /// The minute's start, Unix milliseconds.
+    pub minute: i64,
+    /// Orders placed in it.
+    pub orders: i64,
+}
+
+/// Nearest-rank percentiles of a set of durations.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Percentiles {
+    /// How many durations.
+    pub count: i64,
+    /// Median, when there is any.
+    pub p50: Option<i64>,
+    /// 99th percentile, when there is any.
+    pub p99: Option<i64>,
+}
+
+/// The analytics database.
+#[derive(Clone)]
+pub struct AnalyticsStore {
+    pool: AnyPool,
+    inbox: Inbox,
+}
+
+impl AnalyticsStore {
+    /// Opens the store, migrating it.
+    pub async fn new(pool: AnyPool, backend: Backend, consumer: &str) -> Result<Self, sqlx::Error> {
+        migrate(&pool, backend, "analytics", MIGRATIONS).await?;
+        let inbox = Inbox::new(pool.clone(), consumer).await?;
+        Ok(Self { pool, inbox })
+    }
+
+    /// The pool, for readiness.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Applies one fact once: returns false when its event id was seen before.
+    pub async fn apply(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        fact: &Fact,
+    ) -> Result<bool, sqlx::Error> {
+        let Some(mut tx) = self.inbox.begin(event_id).await? else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "INSERT INTO event_counts (event_type, events) VALUES ($1, 1)
+             ON CONFLICT (event_type) DO UPDATE SET events = event_counts.events + 1",
+        )
+        .bind(event_type)
+        .execute(&mut *tx)
+        .await?;
+        match fact {
+            Fact::Placed {
+                order_id,
+                at,
+                currency,
+                total_minor,
+            } => {
+                // An outcome may have been seen first only if the topics were consumed out of
+                // order across a rebalance; keep its status then.
+                sqlx::query(
+                    "INSERT INTO order_facts (order_id, placed_at, status, currency, total_minor)
+                     VALUES ($1, $2, 'PLACED', $3, $4)
+                     ON CONFLICT (order_id) DO UPDATE SET placed_at = $2, currency = $3, total_minor = $4",
+                )
+                .bind(order_id.as_str())
+                .bind(*at)
+                .bind(currency.as_str())
+                .bind(*total_minor)
+                .execute(&mut *tx)
+                .await?;
+                let minute = at - at.rem_euclid(60_000);
+                count_order_in_minute(&mut tx, minute).await?;
+            }
+            Fact::Outcome {
+                order_id,
+                at,
+                status,
+                revenue,
+            } => {
+                let placed_at: Option<i64> =
+                    sqlx::query("SELECT placed_at FROM order_facts WHERE order_id = $1")
+                        .bind(order_id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| r.try_get::<Option<i64>, _>(0))
+                        .transpose()?
+                        .flatten();
+                sqlx::query(
+                    "INSERT INTO order_facts (order_id, status) VALUES ($1, $2)
+                     ON CONFLICT (order_id) DO UPDATE SET status = $2",
+                )
+                .bind(order_id.as_str())
+                .bind(*status)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(placed_at) = placed_at {
+                    let millis = (at - placed_at).max(0);
+                    sqlx::query(
+                        "INSERT INTO time_to_outcome (order_id, outcome, millis) VALUES ($1, $2, $3)
+                         ON CONFLICT (order_id) DO NOTHING",
+                    )
+                    .bind(order_id.as_str())
+                    .bind(*status)
+                    .bind(millis)
+                    .execute(&mut *tx)
+                    .await?;
+                    metrics::histogram!("analytics_time_to_outcome_seconds")
+                        .record(millis as f64 / 1000.0);
+                }
+                if let Some((currency, total)) = revenue {
+                    sqlx::query(
+                        "INSERT INTO revenue (currency, total_minor, orders) VALUES ($1, $2, 1)
+                         ON CONFLICT (currency) DO UPDATE
+                         SET total_minor = revenue.total_minor + $2, orders = revenue.orders + 1",
+                    )
+                    .bind(currency.as_str())
+                    .bind(*total)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            Fact::Other => {}
+        }
+        tx.commit().await?;
+        metrics::counter!("analytics_facts_total", "type" => event_type.to_owned()).increment(1);
+        Ok(true)
+    }
+
+    /// The aggregates, with the last `minutes` minutes of orders.
+    pub async fn stats(&self, minutes: u32) -> Result<Stats, sqlx::Error> {
+        let pairs = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+                .collect::<Result<BTreeMap<_, _>, sqlx::Error>>()
+        };
+        let events = pairs("SELECT event_type, events FROM event_counts").await?;
+        let orders_by_status =
+            pairs("SELECT status, COUNT(*) FROM order_facts GROUP BY status").await?;
+        let revenue = sqlx::query("SELECT currency, total_minor, orders FROM revenue")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    Revenue {
+                        total_minor: r.try_get(1)?,
+                        orders: r.try_get(2)?,
+                    },
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        let mut orders_per_minute: Vec<Minute> = sqlx::query(
+            "SELECT minute, orders FROM orders_per_minute ORDER BY minute DESC LIMIT $1",
+        )
+        .bind(i64::from(minutes))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Minute {
+                minute: r.try_get(0)?,
+                orders: r.try_get(1)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+        orders_per_minute.reverse();
+        let millis: Vec<i64> = sqlx::query("SELECT millis FROM time_to_outcome ORDER BY millis")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(Stats {
+            events,
+            orders_by_status,
+            revenue,
+            orders_per_minute,
+            time_to_outcome_ms: percentiles(&millis),
+        })
+    }
+}
+
+/// Nearest-rank percentiles of sorted values.
+pub fn percentiles(sorted: &[i64]) -> Percentiles {
+    let rank = |p: f64| {
+        let n = sorted.len();
+        (n > 0).then(|| sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1])
+    };
+    Percentiles {
+        count: sorted.len() as i64,
+        p50: rank(0.50),
+        p99: rank(0.99),
+    }
+}
+
+async fn count_order_in_minute(conn: &mut AnyConnection, minute: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO orders_per_minute (minute, orders) VALUES ($1, 1)
+         ON CONFLICT (minute) DO UPDATE SET orders = orders_per_minute.orders + 1",
+    )
+    .bind(minute)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let values: Vec<i64> = (1..=100).collect();
+        let p = percentiles(&values);
+        assert_eq!((p.count, p.p50, p.p99), (100, Some(50), Some(99)));
+        assert_eq!(percentiles(&[7]).p99, Some(7));
+        assert_eq!(percentiles(&[]).p50, None);
+    }
+}

@@ -1,0 +1,78 @@
+//! The API's errors: each maps to a status and a JSON body; internals are logged, never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// A field (or the SKU in the path) is missing, unknown, of the wrong type or invalid.
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// Its JSON path, or `sku` for the path parameter.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The body is not `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// The body is larger than the limit.
+    #[error("the body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    /// No such SKU.
+    #[error("no stock for SKU {0}")]
+    NotFound(String),
+    /// Anything else: logged, answered as a bare 500.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            Self::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<crate::domain::Invalid> for ApiError {
+    fn from(err: crate::domain::Invalid) -> Self {
+        Self::InvalidField {
+            field: err.field,
+            message: err.message,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let Self::Internal(err) = &self {
+            tracing::error!(error = format!("{err:#}"), "request failed");
+        }
+        let mut body = json!({ "error": { "code": code, "message": self.to_string() } });
+        if let Self::InvalidField { field, .. } = &self {
+            body["error"]["field"] = json!(field);
+        }
+        (status, Json(body)).into_response()
+    }
+}
