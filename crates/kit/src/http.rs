@@ -1,13 +1,18 @@
 //! HTTP server pieces every service shares: a server span per request that joins an incoming
-//! W3C trace, and the request-latency histogram by route and status.
+//! W3C trace, the request-latency histogram by route and status, and the health routes.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use rdkafka::producer::{FutureProducer, Producer as _};
+use serde_json::json;
+use sqlx::AnyPool;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -58,4 +63,46 @@ impl Extractor for HeaderExtractor<'_> {
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
     }
+}
+
+/// `GET /healthz` (200 while the process runs) and `GET /readyz` (200 when the database answers
+/// and the broker's metadata can be fetched, 503 otherwise, with each check in the JSON body).
+/// Merge it into any router: it carries its own state.
+pub fn health_router<S: Clone + Send + Sync + 'static>(
+    pool: AnyPool,
+    producer: FutureProducer,
+) -> Router<S> {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/readyz",
+            get(move || ready(pool.clone(), producer.clone())),
+        )
+}
+
+async fn ready(pool: AnyPool, producer: FutureProducer) -> Response {
+    let db_ok = sqlx::query("SELECT 1").execute(&pool).await.is_ok();
+    // fetch_metadata blocks; keep it off the async workers.
+    let broker_ok = tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    let check = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let status = if db_ok && broker_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": check(db_ok && broker_ok),
+        "checks": { "database": check(db_ok), "broker": check(broker_ok) },
+    });
+    (status, Json(body)).into_response()
 }

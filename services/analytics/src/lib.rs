@@ -90,13 +90,13 @@ impl Application {
     /// Serves HTTP and consumes until `token` is cancelled or either fails.
     pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
         let mut supervisor = Supervisor::new(token);
+        let health = spine_kit::http::health_router(
+            self.state.store.pool().clone(),
+            self.state.publisher.inner().clone(),
+        );
         let app = Router::new()
             .route("/stats", get(stats))
-            .route(
-                "/healthz",
-                get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-            )
-            .route("/readyz", get(ready))
+            .merge(health)
             .with_state(self.state)
             .merge(spine_kit::telemetry::metrics_router())
             .layer(axum::middleware::from_fn(spine_kit::http::observe));
@@ -144,35 +144,4 @@ async fn stats(State(state): State<AppState>) -> Response {
                 .into_response()
         }
     }
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    let db_ok = sqlx::query("SELECT 1")
-        .execute(state.store.pool())
-        .await
-        .is_ok();
-    let producer = state.publisher.inner().clone();
-    let broker_ok = tokio::task::spawn_blocking(move || {
-        use rdkafka::producer::Producer as _;
-        producer
-            .client()
-            .fetch_metadata(None, Duration::from_secs(2))
-            .is_ok()
-    })
-    .await
-    .unwrap_or(false);
-    let check = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let status = if db_ok && broker_ok {
-        axum::http::StatusCode::OK
-    } else {
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(serde_json::json!({
-            "status": check(db_ok && broker_ok),
-            "checks": { "database": check(db_ok), "broker": check(broker_ok) },
-        })),
-    )
-        .into_response()
 }
