@@ -4,6 +4,7 @@
 //! - [`config`]: layered settings loading (defaults, YAML, `SPINE__…` and standard env vars);
 //! - [`settings`]: the typed settings structs services embed;
 //! - [`telemetry`]: logs, OTLP traces and the Prometheus `/metrics` router;
+//! - [`log_format`]: log lines (pretty or JSON) that carry the trace and span id;
 //! - [`shutdown`]: Ctrl-C/SIGTERM and the task [`shutdown::Supervisor`];
 //! - [`kafka`]: client config, headers and trace propagation, topic provisioning, the
 //!   [`kafka::Publisher`] and the [`kafka::consumer::ConsumerRunner`];
@@ -18,6 +19,7 @@ pub mod db;
 pub mod http;
 pub mod inbox;
 pub mod kafka;
+pub mod log_format;
 pub mod outbox;
 pub mod settings;
 pub mod shutdown;

@@ -58,14 +58,15 @@ pub fn init_telemetry(
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::try_new(&settings.log_filter)?,
     };
+    // Every line carries the trace and span id of its span when tracing is on.
     let fmt = match settings.log_format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .event_format(crate::log_format::PrettyWithIds::new(
+                std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            ))
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .flatten_event(true)
+            .event_format(crate::log_format::JsonWithIds)
             .boxed(),
     };
     let provider = match &settings.otlp_endpoint {
@@ -75,10 +76,14 @@ pub fn init_telemetry(
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned())));
+    let ids = otel
+        .is_some()
+        .then(crate::log_format::TraceIdLayer::default);
     tracing_subscriber::registry()
         .with(filter)
-        .with(fmt)
         .with(otel)
+        .with(ids)
+        .with(fmt)
         .try_init()?;
     let _ = metrics_handle();
     Ok(TelemetryGuard { provider })
