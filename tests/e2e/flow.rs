@@ -3,64 +3,14 @@
 //! confirmed and one out of stock rejected; each customer gets one email; analytics counts each
 //! fact once.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use spine_kit::settings::{DatabaseSettings, KafkaSettings};
+use spine_kit::settings::DatabaseSettings;
 use tokio_util::sync::CancellationToken;
 
-/// A private tansu broker, stopped on drop.
-struct Broker {
-    port: u16,
-    state: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let state = tempfile::tempdir().unwrap();
-        let broker = Self { port, state };
-        assert!(
-            broker.script("start").success(),
-            "scripts/broker start on port {port}"
-        );
-        broker
-    }
-
-    fn script(&self, command: &str) -> std::process::ExitStatus {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker");
-        Command::new(script)
-            .arg(command)
-            .env("SPINE_BROKER_PORT", self.port.to_string())
-            .env("SPINE_BROKER_STATE", self.state.path())
-            .status()
-            .expect("scripts/broker runs")
-    }
-
-    fn kafka(&self) -> KafkaSettings {
-        let mut kafka = KafkaSettings {
-            bootstrap_servers: format!("127.0.0.1:{}", self.port),
-            ..KafkaSettings::default()
-        };
-        kafka.topics.partitions = 3;
-        kafka.consumer.max_poll_interval = Duration::from_secs(6);
-        kafka.consumer.shutdown_timeout = Duration::from_secs(3);
-        kafka
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.script("stop");
-    }
-}
+use crate::broker::Broker;
 
 fn sqlite(dir: &Path, name: &str) -> DatabaseSettings {
     DatabaseSettings {

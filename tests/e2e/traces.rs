@@ -1,0 +1,368 @@
+//! One trace per order: the four services run as their own processes (so each exports under its
+//! own `service.name`), on a private broker, exporting OTLP/HTTP to a collector this test runs.
+//! For one order placed over HTTP it checks that one trace holds spans of all four services,
+//! that the spans form one tree rooted at the HTTP span, and that producer and consumer spans
+//! carry the messaging attributes; then it prints the tree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message;
+use serde_json::{Value, json};
+
+use crate::broker::{Broker, free_port};
+
+/// A span as the collector received it.
+#[derive(Debug, Clone)]
+struct Collected {
+    service: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    name: String,
+    kind: i32,
+    start: u64,
+    end: u64,
+    attributes: BTreeMap<String, String>,
+}
+
+type Spans = Arc<Mutex<Vec<Collected>>>;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(AnyValue::StringValue(s)) => s.clone(),
+        Some(AnyValue::IntValue(i)) => i.to_string(),
+        Some(AnyValue::BoolValue(b)) => b.to_string(),
+        Some(AnyValue::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A minimal OTLP/HTTP (protobuf) trace receiver.
+async fn start_collector(spans: Spans) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| {
+            let spans = spans.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let mut spans = spans.lock().unwrap();
+                for resource in request.resource_spans {
+                    let service = resource
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|kv| kv.key == "service.name")
+                        .map(|kv| text(kv.value.as_ref()))
+                        .unwrap_or_default();
+                    for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                        spans.push(Collected {
+                            service: service.clone(),
+                            trace_id: hex(&span.trace_id),
+                            span_id: hex(&span.span_id),
+                            parent_span_id: hex(&span.parent_span_id),
+                            name: span.name.clone(),
+                            kind: span.kind,
+                            start: span.start_time_unix_nano,
+                            end: span.end_time_unix_nano,
+                            attributes: span
+                                .attributes
+                                .iter()
+                                .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+                                .collect(),
+                        });
+                    }
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// The service binaries, built next to this test's executable by `cargo build --workspace`.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+struct Service {
+    name: &'static str,
+    port: u16,
+    child: Child,
+}
+
+fn spawn(
+    name: &'static str,
+    broker: &Broker,
+    collector: u16,
+    data: &Path,
+    extra: &[(&str, String)],
+) -> Service {
+    let port = free_port();
+    let log = std::fs::File::create(data.join(format!("{name}.log"))).unwrap();
+    let mut command = Command::new(binary(name));
+    command
+        .current_dir(data)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/{name}.db?mode=rwc", data.display()),
+        )
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{collector}"),
+        )
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .env("SPINE__TELEMETRY__LOG_FORMAT", "json")
+        .env("SPINE__HTTP__PORT", port.to_string())
+        .env("SPINE__KAFKA__TOPICS__PARTITIONS", "3")
+        .env("SPINE__KAFKA__CONSUMER__MAX_POLL_INTERVAL", "6s")
+        .env("SPINE__KAFKA__CONSUMER__SHUTDOWN_TIMEOUT", "3s")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log));
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    Service {
+        name,
+        port,
+        child: command.spawn().expect("service starts"),
+    }
+}
+
+async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_order_is_one_trace_across_the_four_services() {
+    let broker = Broker::start();
+    let spans: Spans = Arc::default();
+    let collector = start_collector(spans.clone()).await;
+    let data = tempfile::tempdir().unwrap();
+    let emails = data.path().join("emails");
+    let outbox = |_: ()| ("SPINE__OUTBOX__POLL_INTERVAL", "100ms".to_owned());
+    let mut services = vec![
+        spawn("orders", &broker, collector, data.path(), &[outbox(())]),
+        spawn("inventory", &broker, collector, data.path(), &[outbox(())]),
+        spawn(
+            "email",
+            &broker,
+            collector,
+            data.path(),
+            &[
+                outbox(()),
+                ("SPINE__EMAIL__OUTBOX_DIR", emails.display().to_string()),
+            ],
+        ),
+        spawn("analytics", &broker, collector, data.path(), &[]),
+    ];
+    let client = reqwest::Client::new();
+    let url = |service: &Service, path: &str| format!("http://127.0.0.1:{}{path}", service.port);
+    for service in &services {
+        let ready = url(service, "/readyz");
+        wait_for(&format!("{} ready", service.name), async || {
+            let response = client.get(&ready).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
+    }
+
+    let response = client
+        .post(url(&services[0], "/orders"))
+        .json(&json!({
+            "customer_id": "c-trace",
+            "email": "trace@example.com",
+            "currency": "EUR",
+            "items": [{ "sku": "SKU-1", "quantity": 1, "unit_price_minor": 990 }]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let order_url = url(&services[0], &format!("/orders/{id}"));
+    wait_for("the order confirmed", async || {
+        let order: Value = client
+            .get(&order_url)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (order["status"] == "CONFIRMED").then_some(())
+    })
+    .await;
+    let stats_url = url(&services[3], "/stats");
+    wait_for("analytics to count the EmailSent", async || {
+        let stats: Value = client
+            .get(&stats_url)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (stats["events"]["EmailSent"] == 1).then_some(())
+    })
+    .await;
+
+    // SIGTERM: each service shuts down and flushes its spans.
+    for service in &mut services {
+        let status = Command::new("kill")
+            .args(["-TERM", &service.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    for service in &mut services {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while service.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop on SIGTERM",
+                service.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let spans = spans.lock().unwrap().clone();
+    let root = spans
+        .iter()
+        .find(|s| s.service == "orders" && s.name == "POST /orders")
+        .unwrap_or_else(|| panic!("no POST /orders span among {} spans", spans.len()));
+    let trace: Vec<&Collected> = spans
+        .iter()
+        .filter(|s| s.trace_id == root.trace_id)
+        .collect();
+    let ids: BTreeSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
+
+    println!("trace {} ({} spans):", root.trace_id, trace.len());
+    print_tree(&trace, root, 0);
+
+    let services_seen: BTreeSet<&str> = trace.iter().map(|s| s.service.as_str()).collect();
+    for service in ["orders", "inventory", "email", "analytics"] {
+        assert!(
+            services_seen.contains(service),
+            "no {service} span in the trace: {services_seen:?}"
+        );
+    }
+    for span in &trace {
+        if span.span_id == root.span_id {
+            assert!(span.parent_span_id.is_empty(), "the HTTP span is the root");
+        } else {
+            assert!(
+                ids.contains(span.parent_span_id.as_str()),
+                "{} ({}) has a parent outside the trace",
+                span.name,
+                span.service
+            );
+        }
+    }
+    let producers: Vec<&&Collected> = trace
+        .iter()
+        .filter(|s| s.kind == SpanKind::Producer as i32)
+        .collect();
+    let consumers: Vec<&&Collected> = trace
+        .iter()
+        .filter(|s| s.kind == SpanKind::Consumer as i32)
+        .collect();
+    assert!(
+        producers.len() >= 4,
+        "OrderPlaced, StockReserved, OrderConfirmed, EmailSent published"
+    );
+    assert!(consumers.len() >= 4, "each hop consumed");
+    for span in producers.iter().chain(&consumers) {
+        for key in [
+            "messaging.system",
+            "messaging.destination.name",
+            "messaging.operation.type",
+            "messaging.kafka.message.key",
+            "messaging.destination.partition.id",
+        ] {
+            assert!(
+                span.attributes.contains_key(key),
+                "{} ({}) lacks {key}: {:?}",
+                span.name,
+                span.service,
+                span.attributes
+            );
+        }
+        assert_eq!(span.attributes["messaging.system"], "kafka");
+        assert_eq!(span.attributes["messaging.kafka.message.key"], id);
+    }
+    for span in &consumers {
+        for key in ["messaging.consumer.group.name", "messaging.kafka.offset"] {
+            assert!(
+                span.attributes.contains_key(key),
+                "{} lacks {key}",
+                span.name
+            );
+        }
+    }
+    let email_send = trace
+        .iter()
+        .any(|s| s.service == "email" && s.name == "deliver");
+    assert!(email_send, "the email's send is in the trace");
+}
+
+fn print_tree(trace: &[&Collected], span: &Collected, depth: usize) {
+    let millis = span.end.saturating_sub(span.start) as f64 / 1e6;
+    println!(
+        "{:indent$}{} [{}] {:.1} ms",
+        "",
+        span.name,
+        span.service,
+        millis,
+        indent = depth * 2
+    );
+    let mut children: Vec<&&Collected> = trace
+        .iter()
+        .filter(|s| s.parent_span_id == span.span_id)
+        .collect();
+    children.sort_by_key(|s| s.start);
+    for child in children {
+        print_tree(trace, child, depth + 1);
+    }
+}
