@@ -126,6 +126,25 @@ async fn main() -> ExitCode {
         // clap exits 0 for --help/--version and 2 for bad arguments.
         Err(err) => err.exit(),
     };
+    // Replays export a span linked to the original trace when OTLP is configured.
+    let telemetry = spine_kit::settings::TelemetrySettings {
+        log_filter: "warn".into(),
+        otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty()),
+        ..Default::default()
+    };
+    let _telemetry = match spine_kit::telemetry::init_telemetry(
+        "spine-dlq",
+        env!("CARGO_PKG_VERSION"),
+        &telemetry,
+    ) {
+        Ok(guard) => Some(guard),
+        Err(err) => {
+            eprintln!("spine-dlq: tracing disabled: {err}");
+            None
+        }
+    };
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -13,10 +13,13 @@
 
 use std::time::Duration;
 
+use opentelemetry::trace::TraceContextExt;
 use spine_kit::kafka::headers::dlq;
 use spine_kit::kafka::{Headers, OutgoingRecord, Publisher, TopicSpec, ensure_topics};
 use spine_kit::settings::KafkaSettings;
 use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::error::DlqError;
 use crate::record::{
@@ -132,7 +135,11 @@ pub async fn replay(
             None
         } else {
             limiter.acquire().await;
-            let delivery = publisher.send(&outgoing).await?;
+            let span = replay_span(&outgoing);
+            let mut traced = outgoing.clone();
+            // With tracing on, consumers continue the replay's trace, which links the original.
+            traced.headers.inject_context(&span.context());
+            let delivery = publisher.send(&traced).instrument(span).await?;
             Some(Position {
                 partition: delivery.partition,
                 offset: delivery.offset,
@@ -145,6 +152,28 @@ pub async fn replay(
         });
     }
     Ok(report)
+}
+
+/// A new root span per replayed record, linked to the trace the record was first part of (the
+/// DLQ keeps its `traceparent`), so a replay is its own trace that leads back to the original.
+fn replay_span(record: &OutgoingRecord) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "replay",
+        otel.name = format!("{} replay", record.topic),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %record.topic,
+        messaging.kafka.message.key = record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()),
+        messaging.message.id = record.headers.get_str(spine_kit::kafka::headers::EVENT_ID),
+    );
+    let original = record.headers.extract_context();
+    let original = original.span().span_context().clone();
+    if original.is_valid() {
+        span.add_link(original);
+    }
+    span
 }
 
 /// Copies `records` to `<dlq_topic>.parked` (creating it when missing) and returns their
@@ -284,5 +313,44 @@ mod tests {
             "{passed} acquisitions in 3 s at 5/s"
         );
         assert!(RateLimiter::new(0).unwrap_err().is_usage());
+    }
+
+    #[test]
+    fn a_replay_is_a_new_trace_linked_to_the_original() {
+        use opentelemetry::trace::TracerProvider as _;
+        use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let original_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let record = OutgoingRecord {
+            topic: "orders.events".into(),
+            key: Some(b"order-1".to_vec()),
+            payload: vec![1],
+            headers: Headers::new().with(
+                "traceparent",
+                format!("00-{original_trace}-00f067aa0ba902b7-01"),
+            ),
+        };
+        let replay_trace = tracing::subscriber::with_default(subscriber, || {
+            let span = replay_span(&record);
+            let trace = span.context().span().span_context().trace_id().to_string();
+            drop(span);
+            trace
+        });
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 1);
+        assert_ne!(replay_trace, original_trace, "a trace of its own");
+        let links: Vec<String> = spans[0]
+            .links
+            .iter()
+            .map(|l| l.span_context.trace_id().to_string())
+            .collect();
+        assert_eq!(links, [original_trace], "linked to the original trace");
     }
 }
