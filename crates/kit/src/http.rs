@@ -106,3 +106,36 @@ async fn ready(pool: AnyPool, producer: FutureProducer) -> Response {
     });
     (status, Json(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TraceContextExt;
+
+    use super::*;
+
+    #[test]
+    fn an_incoming_traceparent_becomes_the_request_spans_parent_context() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        let context = extract_context(&headers);
+        let span = context.span();
+        let parent = span.span_context();
+        assert!(parent.is_remote());
+        assert_eq!(
+            parent.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(parent.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(
+            !extract_context(&HeaderMap::new())
+                .span()
+                .span_context()
+                .is_valid()
+        );
+    }
+}
