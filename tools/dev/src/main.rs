@@ -6,8 +6,11 @@
 //! them all on Ctrl-C: orders (:8080), inventory (:8081), email (:8082, file transport into
 //! `.spine/dev/emails/`) and analytics (:8083).
 //!
+//! `--demo` then places a few orders (one out of stock) and prints each one's journey.
+//!
 //! # Layout
-//! - `main.rs`: settings, topic provisioning, the services, the summary, shutdown.
+//! - `main.rs`: settings, topic provisioning, the services, the summary, shutdown;
+//! - `demo.rs`: the `--demo` orders and their journeys.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,6 +18,8 @@ use std::time::Duration;
 use anyhow::Context;
 use spine_kit::kafka::{TopicSpec, ensure_topics};
 use spine_kit::shutdown::Supervisor;
+
+mod demo;
 
 /// Where the services' SQLite files live, relative to the repository root.
 const DATA_DIR: &str = ".spine/dev";
@@ -94,6 +99,16 @@ async fn main() -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop.");
 
     let mut supervisor = Supervisor::new(spine_kit::shutdown::token_on_signal());
+    if std::env::args().any(|arg| arg == "--demo") {
+        let orders_url = format!("http://127.0.0.1:{orders_port}");
+        let emails_dir = emails_dir.clone();
+        let tracing_on = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+        tokio::spawn(async move {
+            if let Err(err) = demo::run(&orders_url, &emails_dir, tracing_on).await {
+                eprintln!("demo failed: {err:#}");
+            }
+        });
+    }
     supervisor.spawn("orders", orders.run_until_stopped(supervisor.token()));
     supervisor.spawn("inventory", inventory.run_until_stopped(supervisor.token()));
     supervisor.spawn("email", email.run_until_stopped(supervisor.token()));
