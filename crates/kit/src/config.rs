@@ -175,6 +175,7 @@ mod tests {
             text.contains("kafka") && text.contains("bootstrap_server"),
             "{text}"
         );
+        assert!(text.contains("unknown field"), "{text}");
     }
 
     #[test]
@@ -189,5 +190,36 @@ mod tests {
                 .contains("kafka.consumer.retry.initial_backoff"),
             "{err}"
         );
+    }
+
+    /// Every key the README's configuration reference names is a real setting: loading it
+    /// from the environment never fails with "unknown field" (a wrong *type* is fine here).
+    #[test]
+    fn every_key_in_the_readme_configuration_reference_exists() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("## Configuration")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("the README has a Configuration section");
+        let mut keys = Vec::new();
+        for row in section.lines().filter(|l| l.starts_with("| `")) {
+            let cell = row.split('|').nth(1).unwrap_or_default();
+            let names: Vec<&str> = cell
+                .split('/')
+                .map(|n| n.trim().trim_matches('`'))
+                .collect();
+            let first = names[0];
+            let parent = first.rsplit_once('.').map_or("", |(p, _)| p);
+            keys.push(first.replace("<property>", "some_property"));
+            keys.extend(names[1..].iter().map(|n| format!("{parent}.{n}")));
+        }
+        assert!(keys.len() > 20, "found only {keys:?}");
+        for key in keys {
+            let var = format!("SPINE__{}", key.replace('.', "__").to_uppercase());
+            if let Err(err) = load_from::<KitSettings>(&env(&[(var.as_str(), "x")])) {
+                assert!(!err.to_string().contains("unknown field"), "{key}: {err}");
+            }
+        }
     }
 }
