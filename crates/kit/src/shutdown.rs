@@ -94,6 +94,17 @@ impl Supervisor {
         self.tasks.spawn(async move { (name, task.await) });
     }
 
+    /// Serves `app` on `listener` as the task `http`, draining in-flight requests on shutdown.
+    pub fn spawn_http(&mut self, listener: tokio::net::TcpListener, app: axum::Router) {
+        let stop = self.token();
+        self.spawn("http", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .map_err(|err| anyhow::anyhow!("HTTP server: {err}"))
+        });
+    }
+
     /// Waits until every task has ended. The first failure (or a task ending on its own while
     /// the others run) cancels the rest; after cancellation the tasks get `deadline` to finish.
     pub async fn run(mut self, deadline: Duration) -> Result<(), SupervisorError> {

@@ -100,14 +100,7 @@ impl Application {
             .with_state(self.state)
             .merge(spine_kit::telemetry::metrics_router())
             .layer(axum::middleware::from_fn(spine_kit::http::observe));
-        let stop = supervisor.token();
-        let listener = self.listener;
-        supervisor.spawn("http", async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .context("HTTP server")
-        });
+        supervisor.spawn_http(self.listener, app);
         let stop = supervisor.token();
         let runner = self.runner;
         supervisor.spawn("consumer", async move {

@@ -117,14 +117,7 @@ impl Application {
     pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
         let mut supervisor = Supervisor::new(token);
         let app = routes::router(self.state.clone());
-        let stop = supervisor.token();
-        let listener = self.listener;
-        supervisor.spawn("http", async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .context("HTTP server")
-        });
+        supervisor.spawn_http(self.listener, app);
         let stop = supervisor.token();
         supervisor.spawn("outbox-relay", self.relay.run(stop));
         let stop = supervisor.token();
