@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -46,58 +46,10 @@ async fn set_stock(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<StockView>, ApiError> {
     let sku = Sku::parse(&sku)?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.body_limit)
-        } else {
-            ApiError::MalformedJson(rejection.body_text())
-        }
-    })?;
-    let request = parse_request(&body)?;
+    let request: StockRequest = spine_kit::http::parse_json(&headers, body)
+        .map_err(|e| ApiError::from_body(e, state.body_limit))?;
     let quantity = Quantity::parse(request.quantity)?;
     let view = state.store.set(&sku, quantity).await?;
     tracing::info!(available = view.available, "stock set");
     Ok(Json(view))
-}
-
-/// Parses the body, naming the field at fault: `quantity: invalid type …`.
-fn parse_request(body: &[u8]) -> Result<StockRequest, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::MalformedJson(inner.to_string())
-        } else {
-            ApiError::InvalidField {
-                // `.` is the root: the error is about a missing or unknown top-level field.
-                field: if path == "." {
-                    field_in(&inner.to_string())
-                } else {
-                    path
-                },
-                message: inner.to_string(),
-            }
-        }
-    })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    Ok(request)
-}
-
-/// The field serde names in "missing field `x`" or "unknown field `x`", for root-level errors.
-fn field_in(message: &str) -> String {
-    message
-        .split('`')
-        .nth(1)
-        .map_or_else(|| ".".to_owned(), str::to_owned)
 }

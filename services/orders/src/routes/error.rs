@@ -78,6 +78,19 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer to a refused JSON body; `limit` is the configured body limit.
+    pub fn from_body(err: spine_kit::http::BodyError, limit: usize) -> Self {
+        use spine_kit::http::BodyError;
+        match err {
+            BodyError::UnsupportedMediaType => Self::UnsupportedMediaType,
+            BodyError::TooLarge => Self::PayloadTooLarge(limit),
+            BodyError::Malformed(message) => Self::MalformedJson(message),
+            BodyError::InvalidField { field, message } => Self::InvalidField { field, message },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();

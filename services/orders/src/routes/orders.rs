@@ -40,23 +40,9 @@ async fn place_order(
             retry_after_secs: state.retry_after_secs,
         });
     }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.body_limit)
-        } else {
-            ApiError::MalformedJson(rejection.body_text())
-        }
-    })?;
+    let request: OrderRequest = spine_kit::http::parse_json(&headers, body)
+        .map_err(|e| ApiError::from_body(e, state.body_limit))?;
     let key = idempotency_key(&headers)?;
-    let request = parse_request(&body)?;
     let order = NewOrder::parse(&request).map_err(|e| ApiError::InvalidField {
         field: e.field,
         message: e.message,
@@ -97,40 +83,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Err(invalid("must be 1 to 255 characters"));
     }
     Ok(Some(value.to_owned()))
-}
-
-/// Parses the body, naming the field at fault: `items[0].quantity: invalid type …`.
-fn parse_request(body: &[u8]) -> Result<OrderRequest, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::MalformedJson(inner.to_string())
-        } else {
-            ApiError::InvalidField {
-                // `.` is the root: the error is about a missing or unknown top-level field.
-                field: if path == "." {
-                    field_in(&inner.to_string())
-                } else {
-                    path
-                },
-                message: inner.to_string(),
-            }
-        }
-    })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    Ok(request)
-}
-
-/// The field serde names in "missing field `x`" or "unknown field `x`", for root-level errors.
-fn field_in(message: &str) -> String {
-    message
-        .split('`')
-        .nth(1)
-        .map_or_else(|| ".".to_owned(), str::to_owned)
 }
 
 /// The order with its lines and status history.
