@@ -262,3 +262,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| BodyError::Malformed(e.to_string()))?;
     Ok(value)
 }
+
+/// Binds the service's HTTP listener; the error names the settings to change.
+pub async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    let address = format!("{host}:{port}");
+    tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|err| anyhow::anyhow!("binding {address} (http.host, http.port): {err}"))
+}

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use spine_kit::kafka::consumer::ConsumerRunner;
-use spine_kit::kafka::{Publisher, TopicSpec, ensure_topics};
+use spine_kit::kafka::Publisher;
 use spine_kit::shutdown::Supervisor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,18 +58,10 @@ impl Application {
         let kafka = &settings.kafka;
         let topics: Vec<&str> = topics();
         let runner = ConsumerRunner::new(kafka, group, &topics, Aggregator::new(store.clone()))?;
-        if kafka.topics.create_missing {
-            let mut specs: Vec<TopicSpec> =
-                topics.iter().map(|t| TopicSpec::new(*t, kafka)).collect();
-            specs.push(TopicSpec::new(runner.dlq_topic(), kafka));
-            ensure_topics(kafka, &specs)
-                .await
-                .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
-        }
-        let address = format!("{}:{}", settings.http.host, settings.http.port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("binding {address} (http.host, http.port)"))?;
+        let mut provisioned = topics.clone();
+        provisioned.push(runner.dlq_topic());
+        spine_kit::kafka::provision(kafka, &provisioned).await?;
+        let listener = spine_kit::http::bind(&settings.http.host, settings.http.port).await?;
         Ok(Self {
             listener,
             state: AppState {

@@ -26,7 +26,7 @@ use spine_events::Event;
 use spine_events::email::EmailSent;
 use spine_events::orders::OrderConfirmed;
 use spine_kit::kafka::consumer::ConsumerRunner;
-use spine_kit::kafka::{Publisher, TopicSpec, ensure_topics};
+use spine_kit::kafka::Publisher;
 use spine_kit::outbox::{Outbox, Relay};
 use spine_kit::shutdown::Supervisor;
 use tokio::net::TcpListener;
@@ -80,13 +80,11 @@ impl Application {
             &[OrderConfirmed::TOPIC],
             OrderMails::new(store.clone(), mailer, from),
         )?;
-        if kafka.topics.create_missing {
-            let topics = [OrderConfirmed::TOPIC, EmailSent::TOPIC, runner.dlq_topic()];
-            let specs: Vec<TopicSpec> = topics.iter().map(|t| TopicSpec::new(*t, kafka)).collect();
-            ensure_topics(kafka, &specs)
-                .await
-                .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
-        }
+        spine_kit::kafka::provision(
+            kafka,
+            &[OrderConfirmed::TOPIC, EmailSent::TOPIC, runner.dlq_topic()],
+        )
+        .await?;
         let publisher = Publisher::new(kafka, "email")?;
         let relay = Relay::new(
             outbox,
@@ -94,10 +92,7 @@ impl Application {
             settings.outbox.clone(),
             &settings.database.url,
         );
-        let address = format!("{}:{}", settings.http.host, settings.http.port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("binding {address} (http.host, http.port)"))?;
+        let listener = spine_kit::http::bind(&settings.http.host, settings.http.port).await?;
         Ok(Self {
             listener,
             state: AppState { store, publisher },

@@ -23,7 +23,7 @@ use spine_events::Event;
 use spine_events::inventory::StockReserved;
 use spine_events::orders::OrderPlaced;
 use spine_kit::kafka::consumer::ConsumerRunner;
-use spine_kit::kafka::{Publisher, TopicSpec, ensure_topics};
+use spine_kit::kafka::Publisher;
 use spine_kit::outbox::{Outbox, Relay};
 use spine_kit::shutdown::Supervisor;
 use tokio::net::TcpListener;
@@ -77,13 +77,11 @@ impl Application {
             &[StockReserved::TOPIC],
             InventoryReactions::new(store.clone()),
         )?;
-        if kafka.topics.create_missing {
-            let topics = [OrderPlaced::TOPIC, StockReserved::TOPIC, runner.dlq_topic()];
-            let specs: Vec<TopicSpec> = topics.iter().map(|t| TopicSpec::new(*t, kafka)).collect();
-            ensure_topics(kafka, &specs)
-                .await
-                .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
-        }
+        spine_kit::kafka::provision(
+            kafka,
+            &[OrderPlaced::TOPIC, StockReserved::TOPIC, runner.dlq_topic()],
+        )
+        .await?;
         let publisher = Publisher::new(kafka, "orders")?;
         let relay = Relay::new(
             outbox,
@@ -91,10 +89,7 @@ impl Application {
             settings.outbox.clone(),
             &settings.database.url,
         );
-        let address = format!("{}:{}", settings.http.host, settings.http.port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .with_context(|| format!("binding {address} (http.host, http.port)"))?;
+        let listener = spine_kit::http::bind(&settings.http.host, settings.http.port).await?;
         Ok(Self {
             listener,
             state: AppState {

@@ -100,3 +100,21 @@ pub async fn ensure_topics(
     }
     Ok(())
 }
+
+/// Creates the named topics (with the configured partitions and replication) unless
+/// `kafka.topics.create_missing` is off, as every service does at startup.
+pub async fn provision(settings: &KafkaSettings, names: &[&str]) -> anyhow::Result<()> {
+    if !settings.topics.create_missing {
+        return Ok(());
+    }
+    let specs: Vec<TopicSpec> = names
+        .iter()
+        .map(|name| TopicSpec::new(*name, settings))
+        .collect();
+    ensure_topics(settings, &specs).await.map_err(|err| {
+        anyhow::anyhow!(
+            "provisioning topics on {}: {err}",
+            settings.bootstrap_servers
+        )
+    })
+}

@@ -6,6 +6,6 @@ pub mod consumer;
 pub mod headers;
 pub mod producer;
 
-pub use admin::{TopicSpec, ensure_topics};
+pub use admin::{TopicSpec, ensure_topics, provision};
 pub use headers::Headers;
 pub use producer::{Delivery, OutgoingRecord, PublishError, Publisher};
