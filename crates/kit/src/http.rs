@@ -107,6 +107,128 @@ async fn ready(pool: AnyPool, producer: FutureProducer) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// The `healthcheck` subcommand every service binary has, for container healthchecks in
+/// images without a shell or curl: GETs `path` on `127.0.0.1:port` and succeeds on a 2xx.
+///
+/// # Errors
+/// A message naming what failed: connecting, the exchange, or the status line.
+pub fn probe(port: u16, path: &str, timeout: Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)
+        .map_err(|err| format!("connecting to {address}: {err}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .and_then(|()| {
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
+        })
+        .map_err(|err| format!("sending GET {path}: {err}"))?;
+    let mut head = [0_u8; 12];
+    stream
+        .read_exact(&mut head)
+        .map_err(|err| format!("reading the answer to GET {path}: {err}"))?;
+    // "HTTP/1.1 200"
+    let status = std::str::from_utf8(&head[9..12]).unwrap_or("???");
+    if head.starts_with(b"HTTP/1.") && status.starts_with('2') {
+        Ok(())
+    } else {
+        Err(format!("GET {path} answered {status}"))
+    }
+}
+
+/// Runs [`probe`] on `/readyz` when the process was started as `<binary> healthcheck`, and
+/// exits with 0 (ready) or 1 (not ready, with the reason on stderr); otherwise returns.
+pub fn healthcheck_subcommand(port: u16) {
+    if std::env::args().nth(1).as_deref() != Some("healthcheck") {
+        return;
+    }
+    match probe(port, "/readyz", Duration::from_secs(3)) {
+        Ok(()) => std::process::exit(0),
+        Err(reason) => {
+            eprintln!("not ready: {reason}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// Why a JSON request body was refused; each service maps it to its own error response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The request is not `Content-Type: application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// The body exceeds the router's `DefaultBodyLimit`.
+    #[error("the body is too large")]
+    TooLarge,
+    /// The body is not JSON at all.
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    /// A field is missing, unknown or of the wrong type.
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// Its JSON path, e.g. `items[0].quantity`.
+        field: String,
+        /// serde's message.
+        message: String,
+    },
+}
+
+/// Parses a JSON request body into `T`, naming the field at fault (`items[0].quantity`) rather
+/// than the line and column. Take the body as `Result<Bytes, BytesRejection>` so that an
+/// oversized body arrives here too, instead of as axum's plain-text 413.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, BodyError> {
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(BodyError::UnsupportedMediaType);
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            BodyError::TooLarge
+        } else {
+            BodyError::Malformed(rejection.body_text())
+        }
+    })?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return BodyError::Malformed(inner.to_string());
+        }
+        let message = inner.to_string();
+        // `.` is the root: serde names the missing or unknown field in backticks.
+        let field = if path == "." {
+            message.split('`').nth(1).unwrap_or(".").to_owned()
+        } else {
+            path
+        };
+        BodyError::InvalidField { field, message }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| BodyError::Malformed(e.to_string()))?;
+    Ok(value)
+}
+
+/// Binds the service's HTTP listener; the error names the settings to change.
+pub async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    let address = format!("{host}:{port}");
+    tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|err| anyhow::anyhow!("binding {address} (http.host, http.port): {err}"))
+}
+
 #[cfg(test)]
 mod tests {
     use opentelemetry::trace::TraceContextExt;
@@ -195,78 +317,32 @@ mod tests {
                 .is_valid()
         );
     }
-}
 
-/// Why a JSON request body was refused; each service maps it to its own error response.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
-    /// The request is not `Content-Type: application/json`.
-    #[error("expected Content-Type: application/json")]
-    UnsupportedMediaType,
-    /// The body exceeds the router's `DefaultBodyLimit`.
-    #[error("the body is too large")]
-    TooLarge,
-    /// The body is not JSON at all.
-    #[error("malformed JSON: {0}")]
-    Malformed(String),
-    /// A field is missing, unknown or of the wrong type.
-    #[error("{field}: {message}")]
-    InvalidField {
-        /// Its JSON path, e.g. `items[0].quantity`.
-        field: String,
-        /// serde's message.
-        message: String,
-    },
-}
-
-/// Parses a JSON request body into `T`, naming the field at fault (`items[0].quantity`) rather
-/// than the line and column. Take the body as `Result<Bytes, BytesRejection>` so that an
-/// oversized body arrives here too, instead of as axum's plain-text 413.
-pub fn parse_json<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<T, BodyError> {
-    let is_json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(BodyError::UnsupportedMediaType);
-    }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            BodyError::TooLarge
-        } else {
-            BodyError::Malformed(rejection.body_text())
-        }
-    })?;
-    let mut deserializer = serde_json::Deserializer::from_slice(&body);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return BodyError::Malformed(inner.to_string());
-        }
-        let message = inner.to_string();
-        // `.` is the root: serde names the missing or unknown field in backticks.
-        let field = if path == "." {
-            message.split('`').nth(1).unwrap_or(".").to_owned()
-        } else {
-            path
+    #[tokio::test]
+    async fn the_probe_passes_on_2xx_and_names_the_status_or_the_failure_otherwise() {
+        let app = Router::new()
+            .route("/readyz", get(|| async { StatusCode::OK }))
+            .route("/down", get(|| async { StatusCode::SERVICE_UNAVAILABLE }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let probe_path = |path: &'static str| {
+            tokio::task::spawn_blocking(move || probe(port, path, Duration::from_secs(3)))
         };
-        BodyError::InvalidField { field, message }
-    })?;
-    deserializer
-        .end()
-        .map_err(|e| BodyError::Malformed(e.to_string()))?;
-    Ok(value)
-}
 
-/// Binds the service's HTTP listener; the error names the settings to change.
-pub async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
-    let address = format!("{host}:{port}");
-    tokio::net::TcpListener::bind(&address)
+        assert_eq!(probe_path("/readyz").await.unwrap(), Ok(()));
+        assert_eq!(
+            probe_path("/down").await.unwrap(),
+            Err("GET /down answered 503".to_owned())
+        );
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let refused = tokio::task::spawn_blocking(move || {
+            probe(closed_port, "/readyz", Duration::from_secs(3))
+        })
         .await
-        .map_err(|err| anyhow::anyhow!("binding {address} (http.host, http.port): {err}"))
+        .unwrap();
+        assert!(refused.unwrap_err().starts_with("connecting to"));
+    }
 }

@@ -7,6 +7,8 @@ use spine_orders::settings::Settings;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = spine_kit::config::load().context("loading settings")?;
+    // `<binary> healthcheck`: the container healthcheck (no curl in the image).
+    spine_kit::http::healthcheck_subcommand(settings.http.port);
     let _telemetry = spine_kit::telemetry::init_telemetry(
         "orders",
         env!("CARGO_PKG_VERSION"),
