@@ -5,7 +5,6 @@
 //! # Layout
 //! - `e2e/main.rs`: the one test binary;
 //! - `e2e/evolution.rs`: typed facts across the wire, old and new readers;
-//! - `e2e/broker.rs`: a private tansu broker per test, through `scripts/broker`;
 //! - `e2e/traces.rs`: one trace per order across the four service processes, checked with an
 //!   OTLP/HTTP collector the test runs itself;
 //! - `e2e/flow.rs`: all four services on a broker of their own, one order confirmed and one

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use spine_kit::settings::DatabaseSettings;
+use spine_kit::testing::broker::Broker;
 use tokio_util::sync::CancellationToken;
-
-use crate::broker::Broker;
 
 fn sqlite(dir: &Path, name: &str) -> DatabaseSettings {
     DatabaseSettings {

@@ -1,6 +1,5 @@
 //! End-to-end tests against the real broker (`scripts/broker start` runs a local one).
 
-mod broker;
 mod evolution;
 mod flow;
 mod traces;

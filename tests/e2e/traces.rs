@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::broker::{Broker, free_port};
+use spine_kit::testing::broker::{Broker, free_port};
 
 /// A span as the collector received it.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@
 //! - [`db`]: SQLite or PostgreSQL pools behind one URL;
 //! - [`inbox`]: the idempotency record that makes at-least-once delivery safe;
 //! - [`outbox`]: the transactional outbox and its relay;
-//! - [`testing`]: a fresh SQLite or PostgreSQL database per test.
+//! - [`testing`]: a fresh SQLite or PostgreSQL database per test, a private broker per test.
 
 pub mod config;
 pub mod db;

@@ -1,6 +1,9 @@
 //! Helpers for tests of the kit and of services built on it: a fresh database per test, on
 //! SQLite or on the PostgreSQL server named by `SPINE_TEST_POSTGRES_URL` (which
-//! `scripts/test` starts), reading topics back, and waiting for a condition.
+//! `scripts/test` starts), reading topics back, waiting for a condition, and a private
+//! broker per test ([`broker::Broker`]).
+
+pub mod broker;
 
 use std::time::{Duration, Instant};
 
@@ -91,6 +94,47 @@ pub struct Received {
     pub payload: Vec<u8>,
     /// Its headers.
     pub headers: Headers,
+}
+
+/// Kafka settings for tests against the broker named by `KAFKA_BOOTSTRAP_SERVERS` (else the
+/// default): 3 partitions per topic, tansu-friendly group timeouts (its first join waits for
+/// `max.poll.interval.ms`), quick commits, a short shutdown, and fast, few retries.
+pub fn kafka_settings() -> KafkaSettings {
+    let mut settings = KafkaSettings::default();
+    if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+        settings.bootstrap_servers = servers;
+    }
+    settings.topics.partitions = 3;
+    let consumer = &mut settings.consumer;
+    consumer.max_poll_interval = Duration::from_secs(6);
+    consumer.session_timeout = Duration::from_secs(6);
+    consumer.commit_interval = Duration::from_millis(200);
+    consumer.shutdown_timeout = Duration::from_secs(3);
+    consumer.retry.initial_backoff = Duration::from_millis(10);
+    consumer.retry.max_backoff = Duration::from_millis(50);
+    consumer.retry.max_attempts = 2;
+    settings
+}
+
+/// The records of `topic` keyed by `key`, read from the beginning (other tests' records
+/// share the topic), once at least `expected` are there or 30 s passed.
+pub fn records_keyed(
+    settings: &KafkaSettings,
+    topic: &str,
+    key: &str,
+    expected: usize,
+) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = read_settled(settings, topic, usize::MAX, Duration::from_secs(2));
+        let mine: Vec<Received> = all
+            .into_iter()
+            .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .collect();
+        if mine.len() >= expected || Instant::now() > deadline {
+            return mine;
+        }
+    }
 }
 
 /// Reads `expected` records (or until `timeout`), then keeps reading for another second so

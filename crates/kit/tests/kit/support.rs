@@ -19,18 +19,12 @@ pub const PARTITIONS: i32 = 3;
 
 /// Settings for the test broker, with fast retries and tansu-friendly group timeouts.
 pub fn settings() -> KafkaSettings {
-    let mut settings = KafkaSettings::default();
-    if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-        settings.bootstrap_servers = servers;
-    }
+    let mut settings = spine_kit::testing::kafka_settings();
     settings.topics.partitions = PARTITIONS;
     let consumer = &mut settings.consumer;
-    consumer.max_poll_interval = Duration::from_secs(6);
-    consumer.session_timeout = Duration::from_secs(6);
-    consumer.commit_interval = Duration::from_millis(200);
     consumer.shutdown_timeout = Duration::from_secs(5);
-    consumer.retry.initial_backoff = Duration::from_millis(10);
     consumer.retry.max_backoff = Duration::from_millis(100);
+    consumer.retry.max_attempts = KafkaSettings::default().consumer.retry.max_attempts;
     settings
 }
 

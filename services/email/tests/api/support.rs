@@ -20,21 +20,8 @@ use uuid::Uuid;
 
 pub use spine_kit::testing::{Received, read_settled};
 
-/// Kafka settings for the test broker, with fast group timeouts for tansu and fast retries.
-pub fn kafka() -> KafkaSettings {
-    let mut kafka = KafkaSettings::default();
-    if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-        kafka.bootstrap_servers = servers;
-    }
-    kafka.topics.partitions = 3;
-    kafka.consumer.max_poll_interval = Duration::from_secs(6);
-    kafka.consumer.commit_interval = Duration::from_millis(200);
-    kafka.consumer.shutdown_timeout = Duration::from_secs(3);
-    kafka.consumer.retry.initial_backoff = Duration::from_millis(10);
-    kafka.consumer.retry.max_backoff = Duration::from_millis(50);
-    kafka.consumer.retry.max_attempts = 2;
-    kafka
-}
+/// Kafka settings for the test broker, with fast group timeouts for tansu.
+pub use spine_kit::testing::kafka_settings as kafka;
 
 /// A port nothing listens on (for a moment).
 pub fn free_port() -> u16 {

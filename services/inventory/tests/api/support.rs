@@ -14,29 +14,13 @@ use spine_inventory::Application;
 use spine_inventory::settings::{SeedEntry, Settings};
 use spine_kit::db::Backend;
 use spine_kit::kafka::{OutgoingRecord, Publisher};
-use spine_kit::settings::KafkaSettings;
 use spine_kit::testing::{TestDatabase, fresh_database, unique};
 use sqlx::AnyPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use spine_kit::testing::{Received, read_settled};
-
 /// Kafka settings for the test broker, with fast group timeouts for tansu.
-pub fn kafka() -> KafkaSettings {
-    let mut kafka = KafkaSettings::default();
-    if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-        kafka.bootstrap_servers = servers;
-    }
-    kafka.topics.partitions = 3;
-    kafka.consumer.max_poll_interval = Duration::from_secs(6);
-    kafka.consumer.commit_interval = Duration::from_millis(200);
-    kafka.consumer.shutdown_timeout = Duration::from_secs(3);
-    kafka.consumer.retry.initial_backoff = Duration::from_millis(10);
-    kafka.consumer.retry.max_backoff = Duration::from_millis(50);
-    kafka.consumer.retry.max_attempts = 2;
-    kafka
-}
+pub use spine_kit::testing::kafka_settings as kafka;
 
 /// The service, running on a free port with its own database, consumer group, input topic
 /// and SKUs.
@@ -167,23 +151,4 @@ impl TestApp {
     }
 }
 
-/// The records of `topic` keyed by `key`, read from the beginning (other tests' records
-/// share the topic), once at least `expected` are there or 30 s passed.
-pub fn records_keyed(
-    kafka: &KafkaSettings,
-    topic: &str,
-    key: &str,
-    expected: usize,
-) -> Vec<Received> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let all = read_settled(kafka, topic, usize::MAX, Duration::from_secs(2));
-        let mine: Vec<Received> = all
-            .into_iter()
-            .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
-            .collect();
-        if mine.len() >= expected || std::time::Instant::now() > deadline {
-            return mine;
-        }
-    }
-}
+pub use spine_kit::testing::records_keyed;

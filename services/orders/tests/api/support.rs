@@ -14,20 +14,7 @@ use tokio_util::sync::CancellationToken;
 pub use spine_kit::testing::{Received, read_settled};
 
 /// Kafka settings for the test broker, with fast group timeouts for tansu.
-pub fn kafka() -> KafkaSettings {
-    let mut kafka = KafkaSettings::default();
-    if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-        kafka.bootstrap_servers = servers;
-    }
-    kafka.topics.partitions = 3;
-    kafka.consumer.max_poll_interval = Duration::from_secs(6);
-    kafka.consumer.commit_interval = Duration::from_millis(200);
-    kafka.consumer.shutdown_timeout = Duration::from_secs(3);
-    kafka.consumer.retry.initial_backoff = Duration::from_millis(10);
-    kafka.consumer.retry.max_backoff = Duration::from_millis(50);
-    kafka.consumer.retry.max_attempts = 2;
-    kafka
-}
+pub use spine_kit::testing::kafka_settings as kafka;
 
 /// The service, running on a free port with its own database and consumer group.
 pub struct TestApp {

@@ -13,18 +13,12 @@ pub use spine_kit::testing::{Received, eventually, init_test_log, read_settled, 
 
 /// Settings for the test broker, with tansu-friendly group timeouts and fast retries.
 pub fn settings() -> KafkaSettings {
-    let mut settings = KafkaSettings::default();
-    if let Ok(servers) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-        settings.bootstrap_servers = servers;
-    }
+    let mut settings = spine_kit::testing::kafka_settings();
     settings.topics.partitions = 3;
     let consumer = &mut settings.consumer;
-    consumer.max_poll_interval = Duration::from_secs(6);
-    consumer.session_timeout = Duration::from_secs(6);
-    consumer.commit_interval = Duration::from_millis(200);
     consumer.shutdown_timeout = Duration::from_secs(5);
-    consumer.retry.initial_backoff = Duration::from_millis(10);
     consumer.retry.max_backoff = Duration::from_millis(100);
+    consumer.retry.max_attempts = KafkaSettings::default().consumer.retry.max_attempts;
     settings
 }
 

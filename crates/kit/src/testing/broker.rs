@@ -6,18 +6,23 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use spine_kit::settings::KafkaSettings;
+use crate::settings::KafkaSettings;
 
 /// A broker of the test's own, stopped on drop.
 pub struct Broker {
+    /// The port it listens on (127.0.0.1).
     pub port: u16,
     state: tempfile::TempDir,
 }
 
 impl Broker {
+    /// Starts a broker on a free port, with its state in a temporary directory.
+    ///
+    /// # Panics
+    /// When `scripts/broker start` fails: a test without its broker must fail loudly.
     pub fn start() -> Self {
         let port = free_port();
-        let state = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().expect("a temporary directory");
         let broker = Self { port, state };
         assert!(
             broker.script("start").success(),
@@ -27,7 +32,7 @@ impl Broker {
     }
 
     fn script(&self, command: &str) -> std::process::ExitStatus {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/broker");
         Command::new(script)
             .arg(command)
             .env("SPINE_BROKER_PORT", self.port.to_string())
@@ -36,10 +41,13 @@ impl Broker {
             .expect("scripts/broker runs")
     }
 
+    /// `127.0.0.1:<port>`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Kafka settings for services on this broker: 3 partitions a topic, and short group
+    /// timeouts so that tansu's first group join and a test's shutdown stay quick.
     pub fn kafka(&self) -> KafkaSettings {
         let mut kafka = KafkaSettings {
             bootstrap_servers: self.bootstrap(),
@@ -61,8 +69,8 @@ impl Drop for Broker {
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
-        .unwrap()
+        .expect("a free port")
         .local_addr()
-        .unwrap()
+        .expect("a bound address")
         .port()
 }
