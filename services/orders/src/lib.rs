@@ -90,6 +90,8 @@ impl Application {
             &settings.database.url,
         );
         let listener = spine_kit::http::bind(&settings.http.host, settings.http.port).await?;
+        // Born at 0, so that an alert on `increase()` sees the first shed request.
+        metrics::counter!("orders_shed_total").increment(0);
         Ok(Self {
             listener,
             state: AppState {

@@ -123,6 +123,15 @@ impl<H: Handler> ConsumerRunner<H> {
                 .create_with_context(context)?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
+        // Every outcome series exists from the start at 0, so that `increase()` in an alert
+        // sees the first dead letter too (a counter born at 1 shows no increase).
+        for topic in &topics {
+            for outcome in ["handled", "dead_lettered"] {
+                metrics::counter!("spine_consumer_records_total",
+                    "group" => self.group.to_string(), "topic" => (*topic).to_owned(), "outcome" => outcome)
+                .increment(0);
+            }
+        }
         tracing::info!(group = %self.group, topics = ?self.topics, "consumer started");
 
         let mut dispatcher = Dispatcher {
