@@ -173,16 +173,37 @@ struct Dispatcher<'a, H> {
 }
 
 impl<H: Handler> Dispatcher<'_, H> {
+    /// Polls and starts records until shutdown or a failure.
+    ///
+    /// Backpressure: at `max_in_flight` held records the dispatcher stops taking records and
+    /// only waits for handlers to finish; librdkafka keeps what it has prefetched, so the next
+    /// records are ready the moment a slot frees. Only when the bound holds for half of
+    /// `max_poll_interval` does it pause its partitions and go on polling, so that it stays in
+    /// the group; it resumes at half the bound. (Pausing at once would make librdkafka drop and
+    /// refetch its prefetched batch every time a burst filled the bound.)
     async fn dispatch(&mut self) {
         let max_in_flight = self.runner.settings.consumer.max_in_flight.max(1);
+        let patience = self.runner.settings.consumer.max_poll_interval / 2;
+        let in_flight =
+            metrics::gauge!("spine_consumer_in_flight", "group" => self.runner.group.to_string());
+        let mut full_since: Option<tokio::time::Instant> = None;
         // Copied out so that a received message borrows the consumer, not `self`.
         let consumer = self.consumer;
         loop {
+            let full = !self.paused && self.tracker.held() >= max_in_flight;
+            let now = tokio::time::Instant::now();
+            let pause_at = if full {
+                *full_since.get_or_insert(now) + patience
+            } else {
+                full_since = None;
+                now + patience
+            };
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
                 Some(done) = self.done.1.recv() => self.on_done(done),
-                message = consumer.recv() => {
+                () = tokio::time::sleep_until(pause_at), if full => self.set_paused(true),
+                message = consumer.recv(), if !full => {
                     self.apply_revocations();
                     match message {
                         Ok(message) => self.on_message(&message),
@@ -194,13 +215,10 @@ impl<H: Handler> Dispatcher<'_, H> {
             }
             self.apply_revocations();
             let held = self.tracker.held();
-            if !self.paused && held >= max_in_flight {
-                self.set_paused(true);
-            } else if self.paused && held <= max_in_flight / 2 {
+            if self.paused && held <= max_in_flight / 2 {
                 self.set_paused(false);
             }
-            metrics::gauge!("spine_consumer_in_flight", "group" => self.runner.group.to_string())
-                .set(held as f64);
+            in_flight.set(held as f64);
         }
     }
 
