@@ -62,20 +62,21 @@ pub(crate) use impl_event;
 /// `string` wants.
 ///
 /// `Uuid`'s own impl picks bytes or a string from the format's `is_human_readable`, which
-/// apache-avro makes a process-wide setting; this adapter doesn't depend on it.
-pub(crate) mod uuid_string {
+/// apache-avro makes a process-wide setting; this adapter doesn't depend on it. Services
+/// defining facts of their own use it too: `#[serde(with = "spine_events::event::uuid_string")]`.
+pub mod uuid_string {
     use std::fmt;
 
     use serde::{Deserializer, Serializer, de};
     use uuid::Uuid;
 
-    pub(crate) fn serialize<S: Serializer>(id: &Uuid, serializer: S) -> Result<S::Ok, S::Error> {
+    /// Writes `id` as its lowercase hyphenated string.
+    pub fn serialize<S: Serializer>(id: &Uuid, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Uuid, D::Error> {
+    /// Reads a UUID from its string (or the 16 bytes an Avro reader may hand over).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Uuid, D::Error> {
         deserializer.deserialize_str(UuidVisitor)
     }
 

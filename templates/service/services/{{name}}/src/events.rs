@@ -22,12 +22,12 @@ pub const TOPIC: &str = "{{name}}.events";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct {{Fact}} {
     /// Unique id of this fact; consumers deduplicate on it.
-    #[serde(with = "uuid_string")]
+    #[serde(with = "spine_events::event::uuid_string")]
     pub event_id: Uuid,
     /// When the order was recorded, in milliseconds since the Unix epoch.
     pub occurred_at: i64,
     /// The order; the Kafka key.
-    #[serde(with = "uuid_string")]
+    #[serde(with = "spine_events::event::uuid_string")]
     pub order_id: Uuid,
     /// Who placed the order.
     pub customer_id: String,
@@ -76,44 +76,6 @@ impl {{Fact}} {
     }
 }
 
-/// Serde adapter writing a [`Uuid`] as its hyphenated string, as Avro's `uuid` logical type on
-/// `string` wants, whatever the format's `is_human_readable` says (spine-events has the same
-/// adapter, private to it).
-mod uuid_string {
-    use std::fmt;
-
-    use serde::{Deserializer, Serializer, de};
-    use uuid::Uuid;
-
-    pub(super) fn serialize<S: Serializer>(id: &Uuid, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Uuid, D::Error> {
-        deserializer.deserialize_str(UuidVisitor)
-    }
-
-    struct UuidVisitor;
-
-    impl de::Visitor<'_> for UuidVisitor {
-        type Value = Uuid;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a UUID string")
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Uuid, E> {
-            Uuid::parse_str(v).map_err(E::custom)
-        }
-
-        // The Avro reader may hand a `uuid` over as its 16 bytes.
-        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Uuid, E> {
-            Uuid::from_slice(v).map_err(E::custom)
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
