@@ -86,27 +86,19 @@ async fn an_order_travels_from_the_api_to_its_email_and_the_analytics() {
     };
     analytics.http.port = 0;
 
-    let orders = spine_orders::Application::build(orders)
-        .await
-        .expect("orders starts");
-    let inventory = spine_inventory::Application::build(inventory)
-        .await
-        .expect("inventory starts");
-    let email = spine_email::Application::build(email)
-        .await
-        .expect("email starts");
-    let analytics = spine_analytics::Application::build(analytics)
-        .await
-        .expect("analytics starts");
-    let orders_url = format!("http://127.0.0.1:{}", orders.port());
-    let stats_url = format!("http://127.0.0.1:{}/stats", analytics.port());
+    let stack = spine_dev::Stack::build(spine_dev::StackSettings {
+        orders,
+        inventory,
+        email,
+        analytics,
+    })
+    .await
+    .expect("the services start");
+    let ports = stack.ports();
+    let orders_url = format!("http://127.0.0.1:{}", ports.orders);
+    let stats_url = format!("http://127.0.0.1:{}/stats", ports.analytics);
     let token = CancellationToken::new();
-    let tasks = vec![
-        tokio::spawn(orders.run_until_stopped(token.clone())),
-        tokio::spawn(inventory.run_until_stopped(token.clone())),
-        tokio::spawn(email.run_until_stopped(token.clone())),
-        tokio::spawn(analytics.run_until_stopped(token.clone())),
-    ];
+    let stack = tokio::spawn(stack.run_until_stopped(token.clone(), Duration::from_secs(30)));
 
     let client = reqwest::Client::new();
     let place = |sku: &'static str, customer: &'static str| {
@@ -172,9 +164,7 @@ async fn an_order_travels_from_the_api_to_its_email_and_the_analytics() {
     tokio::time::sleep(Duration::from_secs(1)).await; // anything duplicated would show by now
     let mail_after = emails_in(&emails);
     token.cancel();
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
+    stack.await.unwrap().unwrap();
 
     assert_eq!(mail_after.len(), 2, "one email per order: {mail:?}");
     let to = |who: &str| {

@@ -10,14 +10,15 @@
 //!
 //! # Layout
 //! - `main.rs`: settings, topic provisioning, the services, the summary, shutdown;
-//! - `demo.rs`: the `--demo` orders and their journeys.
+//! - `demo.rs`: the `--demo` orders and their journeys;
+//! - `lib.rs` ([`spine_dev::Stack`]): the four services in one process, shared with the tests.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context;
+use spine_dev::{Stack, StackSettings};
 use spine_kit::kafka::{TopicSpec, ensure_topics};
-use spine_kit::shutdown::Supervisor;
 
 mod demo;
 
@@ -57,20 +58,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("provisioning topics on {}", kafka.bootstrap_servers))?;
 
-    let orders = spine_orders::Application::build(orders)
-        .await
-        .context("starting orders")?;
-    let inventory = spine_inventory::Application::build(inventory)
-        .await
-        .context("starting inventory")?;
-    let email = spine_email::Application::build(email)
-        .await
-        .context("starting email")?;
-    let analytics = spine_analytics::Application::build(analytics)
-        .await
-        .context("starting analytics")?;
-    let (orders_port, inventory_port) = (orders.port(), inventory.port());
-    let (email_port, analytics_port) = (email.port(), analytics.port());
+    let stack = Stack::build(StackSettings {
+        orders,
+        inventory,
+        email,
+        analytics,
+    })
+    .await?;
+    let ports = stack.ports();
+    let (orders_port, inventory_port) = (ports.orders, ports.inventory);
+    let (email_port, analytics_port) = (ports.email, ports.analytics);
 
     println!("spine local stack");
     println!("  broker     {}", kafka.bootstrap_servers);
@@ -98,7 +95,6 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("Press Ctrl-C to stop.");
 
-    let mut supervisor = Supervisor::new(spine_kit::shutdown::token_on_signal());
     if std::env::args().any(|arg| arg == "--demo") {
         let orders_url = format!("http://127.0.0.1:{orders_port}");
         let emails_dir = emails_dir.clone();
@@ -109,12 +105,12 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    supervisor.spawn("orders", orders.run_until_stopped(supervisor.token()));
-    supervisor.spawn("inventory", inventory.run_until_stopped(supervisor.token()));
-    supervisor.spawn("email", email.run_until_stopped(supervisor.token()));
-    supervisor.spawn("analytics", analytics.run_until_stopped(supervisor.token()));
-    supervisor.run(Duration::from_secs(30)).await?;
-    Ok(())
+    stack
+        .run_until_stopped(
+            spine_kit::shutdown::token_on_signal(),
+            Duration::from_secs(30),
+        )
+        .await
 }
 
 fn load<T: serde::de::DeserializeOwned>(service: &str) -> anyhow::Result<T> {

@@ -25,7 +25,7 @@ fn sqlite(dir: &Path, name: &str) -> DatabaseSettings {
 struct Stack {
     orders_url: String,
     token: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 async fn start_stack(broker: &Broker, data: &Path) -> Stack {
@@ -62,30 +62,21 @@ async fn start_stack(broker: &Broker, data: &Path) -> Stack {
     };
     analytics.http.port = 0;
 
-    let orders = spine_orders::Application::build(orders)
-        .await
-        .expect("orders starts");
-    let inventory = spine_inventory::Application::build(inventory)
-        .await
-        .expect("inventory starts");
-    let email = spine_email::Application::build(email)
-        .await
-        .expect("email starts");
-    let analytics = spine_analytics::Application::build(analytics)
-        .await
-        .expect("analytics starts");
-    let orders_url = format!("http://127.0.0.1:{}", orders.port());
+    let stack = spine_dev::Stack::build(spine_dev::StackSettings {
+        orders,
+        inventory,
+        email,
+        analytics,
+    })
+    .await
+    .expect("the services start");
+    let orders_url = format!("http://127.0.0.1:{}", stack.ports().orders);
     let token = CancellationToken::new();
-    let tasks = vec![
-        tokio::spawn(orders.run_until_stopped(token.clone())),
-        tokio::spawn(inventory.run_until_stopped(token.clone())),
-        tokio::spawn(email.run_until_stopped(token.clone())),
-        tokio::spawn(analytics.run_until_stopped(token.clone())),
-    ];
+    let task = tokio::spawn(stack.run_until_stopped(token.clone(), Duration::from_secs(30)));
     Stack {
         orders_url,
         token,
-        tasks,
+        task,
     }
 }
 
@@ -238,7 +229,5 @@ async fn a_small_spike_is_followed_to_every_outcome_and_email_and_drains() {
     assert_eq!(report["verdict"]["checks"][0]["passed"], false);
 
     stack.token.cancel();
-    for task in stack.tasks {
-        task.await.unwrap().unwrap();
-    }
+    stack.task.await.unwrap().unwrap();
 }
