@@ -105,6 +105,26 @@ impl Supervisor {
         });
     }
 
+    /// Runs `tick` now and then every `period` until shutdown, e.g. to refresh gauges; a tick
+    /// that fails logs its own error and the next one tries again.
+    pub fn spawn_every<F, Fut>(&mut self, name: impl Into<String>, period: Duration, mut tick: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let stop = self.token();
+        self.spawn(name, async move {
+            while !stop.is_cancelled() {
+                tick().await;
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(period) => {}
+                }
+            }
+            Ok(())
+        });
+    }
+
     /// Waits until every task has ended. The first failure (or a task ending on its own while
     /// the others run) cancels the rest; after cancellation the tasks get `deadline` to finish.
     pub async fn run(mut self, deadline: Duration) -> Result<(), SupervisorError> {
@@ -190,5 +210,26 @@ mod tests {
         });
         token.cancel();
         supervisor.run(Duration::from_secs(5)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_periodic_task_ticks_until_shutdown_and_then_ends_cleanly() {
+        let token = CancellationToken::new();
+        let mut supervisor = Supervisor::new(token.clone());
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = ticks.clone();
+        let cancel = token.clone();
+        supervisor.spawn_every("gauges", Duration::from_millis(1), move || {
+            let counted = counted.clone();
+            let cancel = cancel.clone();
+            async move {
+                // Shut down from the third tick: the task must stop ticking and end.
+                if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+                    cancel.cancel();
+                }
+            }
+        });
+        supervisor.run(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(ticks.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 }

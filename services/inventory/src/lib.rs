@@ -126,10 +126,10 @@ impl Application {
         supervisor.spawn("orders-consumer", async move {
             runner.run(stop).await.map_err(Into::into)
         });
-        let stop = supervisor.token();
         let store = self.state.store.clone();
-        supervisor.spawn("stock-gauges", async move {
-            while !stop.is_cancelled() {
+        supervisor.spawn_every("stock-gauges", Duration::from_secs(5), move || {
+            let store = store.clone();
+            async move {
                 match store.all().await {
                     Ok(stock) => {
                         for view in stock {
@@ -139,12 +139,7 @@ impl Application {
                     }
                     Err(err) => tracing::warn!(error = %err, "cannot read stock"),
                 }
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
             }
-            Ok(())
         });
         supervisor
             .run(self.shutdown_timeout)

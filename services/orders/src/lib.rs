@@ -126,10 +126,10 @@ impl Application {
         supervisor.spawn("inventory-consumer", async move {
             runner.run(stop).await.map_err(Into::into)
         });
-        let stop = supervisor.token();
         let store = self.state.store.clone();
-        supervisor.spawn("order-gauges", async move {
-            while !stop.is_cancelled() {
+        supervisor.spawn_every("order-gauges", Duration::from_secs(5), move || {
+            let store = store.clone();
+            async move {
                 match store.count_by_status().await {
                     Ok(counts) => {
                         for (status, count) in counts {
@@ -139,12 +139,7 @@ impl Application {
                     }
                     Err(err) => tracing::warn!(error = %err, "cannot count orders"),
                 }
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
             }
-            Ok(())
         });
         supervisor
             .run(self.shutdown_timeout)
