@@ -221,6 +221,21 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     Ok(value)
 }
 
+/// The JSON error every service answers with: `{"error": {"code", "message", "field"?}}`, where
+/// `field` names the offending input (a body field such as `items[1].quantity`, or a header).
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: impl std::fmt::Display,
+    field: Option<&str>,
+) -> Response {
+    let mut body = json!({ "error": { "code": code, "message": message.to_string() } });
+    if let Some(field) = field {
+        body["error"]["field"] = json!(field);
+    }
+    (status, Json(body)).into_response()
+}
+
 /// Binds the service's HTTP listener; the error names the settings to change.
 pub async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
     let address = format!("{host}:{port}");

@@ -122,11 +122,12 @@ async fn stats(State(state): State<AppState>) -> Response {
         Ok(stats) => Json(stats).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "cannot read the aggregates");
-            (
+            spine_kit::http::error_response(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                Json(serde_json::json!({ "error": { "code": "internal", "message": "internal error" } })),
+                "internal",
+                "internal error",
+                None,
             )
-                .into_response()
         }
     }
 }

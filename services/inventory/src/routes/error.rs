@@ -1,9 +1,7 @@
 //! The API's errors: each maps to a status and a JSON body; internals are logged, never sent.
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +80,10 @@ impl IntoResponse for ApiError {
         if let Self::Internal(err) = &self {
             tracing::error!(error = format!("{err:#}"), "request failed");
         }
-        let mut body = json!({ "error": { "code": code, "message": self.to_string() } });
-        if let Self::InvalidField { field, .. } = &self {
-            body["error"]["field"] = json!(field);
-        }
-        (status, Json(body)).into_response()
+        let field = match &self {
+            Self::InvalidField { field, .. } => Some(field.as_str()),
+            _ => None,
+        };
+        spine_kit::http::error_response(status, code, &self, field)
     }
 }

@@ -1,9 +1,7 @@
 //! The API's errors: each maps to a status and a JSON body; internals are logged, never sent.
 
-use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
@@ -97,13 +95,12 @@ impl IntoResponse for ApiError {
         if let Self::Internal(err) = &self {
             tracing::error!(error = format!("{err:#}"), "request failed");
         }
-        let mut body = json!({ "error": { "code": code, "message": self.to_string() } });
-        match &self {
-            Self::InvalidField { field, .. } => body["error"]["field"] = json!(field),
-            Self::InvalidHeader { header, .. } => body["error"]["field"] = json!(header),
-            _ => {}
-        }
-        let mut response = (status, Json(body)).into_response();
+        let field = match &self {
+            Self::InvalidField { field, .. } => Some(field.as_str()),
+            Self::InvalidHeader { header, .. } => Some(*header),
+            _ => None,
+        };
+        let mut response = spine_kit::http::error_response(status, code, &self, field);
         if let Self::Overloaded {
             retry_after_secs, ..
         } = self

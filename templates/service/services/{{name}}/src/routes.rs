@@ -5,7 +5,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router, middleware};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -70,10 +69,10 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
-        let mut body = json!({ "error": { "code": code, "message": self.to_string() } });
-        if let Self::InvalidField { field, .. } = &self {
-            body["error"]["field"] = json!(field);
-        }
-        (status, Json(body)).into_response()
+        let field = match &self {
+            Self::InvalidField { field, .. } => Some(field.as_str()),
+            _ => None,
+        };
+        spine_kit::http::error_response(status, code, &self, field)
     }
 }
