@@ -13,7 +13,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use secrecy::ExposeSecret;
 
 use crate::db::Backend;
-use crate::kafka::Headers;
+use crate::kafka::{Headers, TopicSpec, ensure_topics};
 use crate::settings::{DatabaseSettings, KafkaSettings};
 
 /// A fresh, empty database. Keep it alive for the test: a SQLite file lives in a temporary
@@ -114,6 +114,21 @@ pub fn kafka_settings() -> KafkaSettings {
     consumer.retry.max_backoff = Duration::from_millis(50);
     consumer.retry.max_attempts = 2;
     settings
+}
+
+/// Creates `topics` (with the settings' partitions) on the test broker; panics with a hint
+/// when no broker answers.
+pub async fn create_topics(settings: &KafkaSettings, topics: &[&str]) {
+    let specs: Vec<TopicSpec> = topics
+        .iter()
+        .map(|topic| TopicSpec::new(*topic, settings))
+        .collect();
+    ensure_topics(settings, &specs).await.unwrap_or_else(|err| {
+        panic!(
+            "cannot create topics on {}: {err} (is a broker running? `scripts/broker start`)",
+            settings.bootstrap_servers
+        )
+    });
 }
 
 /// The records of `topic` keyed by `key`, read from the beginning (other tests' records

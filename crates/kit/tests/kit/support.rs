@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spine_kit::kafka::consumer::{ConsumerRunner, Handler, HandlerError, Record, RunnerError};
-use spine_kit::kafka::{Headers, OutgoingRecord, Publisher, TopicSpec, ensure_topics};
+use spine_kit::kafka::{Headers, OutgoingRecord, Publisher};
 use spine_kit::settings::KafkaSettings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -43,20 +43,7 @@ impl Fixture {
         let topic = unique("topic");
         let group = unique("group");
         let dlq = spine_kit::kafka::consumer::dlq_topic(&settings.consumer, &group);
-        ensure_topics(
-            &settings,
-            &[
-                TopicSpec::new(&topic, &settings),
-                TopicSpec::new(&dlq, &settings),
-            ],
-        )
-        .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "cannot create topics on {}: {err} (is a broker running? `scripts/broker start`)",
-                settings.bootstrap_servers
-            )
-        });
+        spine_kit::testing::create_topics(&settings, &[&topic, &dlq]).await;
         let publisher = Publisher::new(&settings, "test-producer").unwrap();
         Self {
             settings,

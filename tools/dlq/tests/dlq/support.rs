@@ -6,7 +6,7 @@ use std::time::Duration;
 use spine_dlq::{Dlq, Filter};
 use spine_kit::kafka::consumer::dlq::dead_letter;
 use spine_kit::kafka::consumer::{DeadLetterReason, Record};
-use spine_kit::kafka::{Headers, Publisher, TopicSpec, ensure_topics};
+use spine_kit::kafka::{Headers, Publisher};
 use spine_kit::settings::KafkaSettings;
 
 pub use spine_kit::testing::{Received, eventually, init_test_log, read_settled, unique};
@@ -38,20 +38,7 @@ impl Fixture {
         let topic = unique("topic");
         let group = unique("group");
         let dlq_topic = spine_kit::kafka::consumer::dlq_topic(&settings.consumer, &group);
-        ensure_topics(
-            &settings,
-            &[
-                TopicSpec::new(&topic, &settings),
-                TopicSpec::new(&dlq_topic, &settings),
-            ],
-        )
-        .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "cannot create topics on {}: {err} (is a broker running? `scripts/broker start`)",
-                settings.bootstrap_servers
-            )
-        });
+        spine_kit::testing::create_topics(&settings, &[&topic, &dlq_topic]).await;
         let publisher = Publisher::new(&settings, "test-producer").unwrap();
         Self {
             dlq: Dlq::with_settings(settings.clone(), dlq_topic),
