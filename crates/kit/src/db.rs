@@ -68,6 +68,44 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<(AnyPool, Backend), 
     Ok((pool.connect_with(options).await?, backend))
 }
 
+/// Whether a database error means "the database is down or cannot serve now" (an outage, to be
+/// retried without limit: [`crate::kafka::consumer::HandlerError::Unavailable`]) rather than a
+/// failure of this statement (a constraint, a deadlock, a bad query).
+///
+/// Outages: I/O and TLS errors, a pool that timed out or closed, a crashed SQLite worker, and
+/// the database's own "cannot serve" answers: PostgreSQL's connection exceptions (class 08),
+/// operator interventions (57P01-57P05: shutdown, crash recovery, cannot connect now),
+/// insufficient resources (class 53: disk full, out of memory, too many connections),
+/// `statement_timeout` (57014), `lock_timeout` (55P03) and read-only transactions (25006, a
+/// failover in progress); SQLite's BUSY, LOCKED, IOERR, FULL, CANTOPEN and READONLY.
+pub fn is_outage(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_outage_code(&code)),
+        _ => false,
+    }
+}
+
+fn is_outage_code(code: &str) -> bool {
+    // SQLite reports its primary (or extended) result code as a number: the low byte is the
+    // primary code.
+    if let Ok(number) = code.parse::<i32>() {
+        // BUSY, LOCKED, IOERR, FULL, CANTOPEN, READONLY
+        return matches!(number & 0xff, 5 | 6 | 10 | 13 | 14 | 8);
+    }
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "57P04" | "57P05" | "57014" | "55P03" | "25006"
+        )
+}
+
 /// A schema change, written once per backend because the dialects differ (identity columns,
 /// blob types, triggers).
 #[derive(Debug, Clone, Copy)]
@@ -141,4 +179,29 @@ pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_level_failures_are_outages() {
+        assert!(is_outage(&sqlx::Error::PoolTimedOut));
+        assert!(is_outage(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        ))));
+        for code in ["08006", "08001", "57P01", "57P03", "53300", "57014", "55P03", "5", "517", "13"] {
+            assert!(is_outage_code(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn statement_failures_are_not_outages() {
+        assert!(!is_outage(&sqlx::Error::RowNotFound));
+        // unique violation, deadlock, serialization failure; SQLite CONSTRAINT_UNIQUE (2067)
+        for code in ["23505", "40P01", "40001", "42P01", "2067", "19"] {
+            assert!(!is_outage_code(code), "{code}");
+        }
+    }
 }

@@ -51,10 +51,16 @@ impl Record {
 /// classify.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// A transient failure (a timeout, a locked row, an SMTP 4xx): retry with backoff, then
-    /// dead-letter when the attempts run out.
+    /// A transient failure of this record that is not an outage (a deadlock, a serialization
+    /// conflict, a busy row): retry with backoff, then dead-letter when the attempts run out.
     #[error("retryable: {0:#}")]
     Retryable(anyhow::Error),
+    /// A dependency is down (database unreachable or its pool exhausted, SMTP connection refused
+    /// or answering 4xx, broker unavailable): nothing is wrong with the record. The runner
+    /// retries it without an attempt limit and never dead-letters it; while it lasts the group
+    /// stalls (stops taking records, probes with one record at a time).
+    #[error("unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
     /// The record can never succeed (undecodable, invalid): dead-letter it now.
     #[error("poison: {0:#}")]
     Poison(anyhow::Error),
@@ -68,6 +74,11 @@ impl HandlerError {
     /// A retryable error from anything printable.
     pub fn retryable(err: impl Into<anyhow::Error>) -> Self {
         Self::Retryable(err.into())
+    }
+
+    /// An outage ("a dependency is down") from anything printable.
+    pub fn unavailable(err: impl Into<anyhow::Error>) -> Self {
+        Self::Unavailable(err.into())
     }
 
     /// A poison error from anything printable.
@@ -84,6 +95,7 @@ impl HandlerError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Retryable(_) => "retryable",
+            Self::Unavailable(_) => "unavailable",
             Self::Poison(_) => "poison",
             Self::Fatal(_) => "fatal",
         }

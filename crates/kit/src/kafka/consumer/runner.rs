@@ -398,6 +398,17 @@ impl<H: Handler> Process<H> {
                     record.attempt += 1;
                     continue;
                 }
+                Err(HandlerError::Unavailable(err)) => {
+                    // TODO(stall): placeholder until the stall gate lands.
+                    let delay = backoff(&self.retry, record.attempt.min(16));
+                    tracing::warn!(attempt = record.attempt, ?delay, error = format!("{err:#}"), "dependency unavailable");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.stop.cancelled() => return Outcome::Abandoned,
+                    }
+                    record.attempt += 1;
+                    continue;
+                }
                 Err(HandlerError::Retryable(err)) => (DeadLetterReason::RetriesExhausted, err),
                 Err(HandlerError::Poison(err)) => (DeadLetterReason::Poison, err),
                 Err(HandlerError::Fatal(source)) => {
