@@ -92,9 +92,12 @@ pub fn is_outage(err: &sqlx::Error) -> bool {
 }
 
 fn is_outage_code(code: &str) -> bool {
-    // SQLite reports its primary (or extended) result code as a number: the low byte is the
+    // PostgreSQL's SQLSTATEs have five characters (some all digits); SQLite reports its primary
+    // or extended result code as a number of at most four digits, whose low byte is the
     // primary code.
-    if let Ok(number) = code.parse::<i32>() {
+    if code.len() < 5
+        && let Ok(number) = code.parse::<i32>()
+    {
         // BUSY, LOCKED, IOERR, FULL, CANTOPEN, READONLY
         return matches!(number & 0xff, 5 | 6 | 10 | 13 | 14 | 8);
     }
@@ -191,7 +194,9 @@ mod tests {
         assert!(is_outage(&sqlx::Error::Io(std::io::Error::from(
             std::io::ErrorKind::ConnectionRefused
         ))));
-        for code in ["08006", "08001", "57P01", "57P03", "53300", "57014", "55P03", "5", "517", "13"] {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "53300", "57014", "55P03", "5", "517", "13",
+        ] {
             assert!(is_outage_code(code), "{code}");
         }
     }

@@ -163,10 +163,25 @@ pub struct ConsumerSettings {
     /// How long shutdown waits for running handlers before it commits and leaves.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// Retry policy for `Retryable` handler errors.
+    /// Retry policy: the attempt budget of `Retryable` errors, and the backoff of both
+    /// `Retryable` errors and outages (`Unavailable`, retried without limit).
     pub retry: RetrySettings,
     /// Suffix of the dead-letter topic, appended to the group id (`inventory.dlq`).
     pub dlq_suffix: String,
+    /// Longest a single handler attempt may take; a longer one is dropped and counted as an
+    /// outage (`Unavailable`: a hung dependency), then retried.
+    #[serde(with = "humantime_serde")]
+    pub handler_timeout: Duration,
+    /// `partition.assignment.strategy`. `cooperative-sticky` moves only the partitions that
+    /// change owner in a rebalance, so the other members keep consuming.
+    pub assignment_strategy: String,
+    /// `group.instance.id`: static membership (KIP-345). A restarted member with the same id
+    /// gets its partitions back without a rebalance, within `session_timeout`. Must be unique
+    /// per member: the k8s manifests set it to the pod name. Unset: dynamic membership.
+    pub group_instance_id: Option<String>,
+    /// Test-only fault injection: every n-th record's first attempt panics inside the handler
+    /// task (the runner then stops as on a fatal error). 0, the default, turns it off.
+    pub inject_panic_every: u64,
 }
 
 impl Default for ConsumerSettings {
@@ -180,6 +195,10 @@ impl Default for ConsumerSettings {
             shutdown_timeout: Duration::from_secs(10),
             retry: RetrySettings::default(),
             dlq_suffix: ".dlq".into(),
+            handler_timeout: Duration::from_secs(30),
+            assignment_strategy: "cooperative-sticky".into(),
+            group_instance_id: None,
+            inject_panic_every: 0,
         }
     }
 }
@@ -188,7 +207,8 @@ impl Default for ConsumerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetrySettings {
-    /// Attempts in all, the first included. After the last one the record goes to the DLQ.
+    /// Attempts in all for `Retryable` errors, the first included. After the last one the record
+    /// goes to the DLQ. Outages (`Unavailable`) do not count.
     pub max_attempts: u32,
     /// The delay cap for the first retry.
     #[serde(with = "humantime_serde")]

@@ -56,7 +56,16 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str, group_id: &str
             "heartbeat.interval.ms",
             millis(consumer.session_timeout / 3),
         )
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        .set(
+            "partition.assignment.strategy",
+            &consumer.assignment_strategy,
+        );
+    if let Some(id) = &consumer.group_instance_id {
+        // One member per group and process: the group id keeps two runners of one process
+        // apart.
+        config.set("group.instance.id", format!("{id}-{group_id}"));
+    }
     reapply_extras(&mut config, settings);
     config
 }

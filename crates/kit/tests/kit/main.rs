@@ -6,6 +6,7 @@ mod support;
 mod backpressure;
 mod delivery;
 mod dlq;
+mod faults;
 mod inbox;
 mod mock_faults;
 mod ordering;

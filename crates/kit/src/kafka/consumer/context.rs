@@ -1,7 +1,9 @@
-//! The librdkafka callbacks of the runner's consumer: commit on revoke, note revoked
-//! partitions for the dispatcher, and publish lag from librdkafka's statistics.
+//! The librdkafka callbacks of the runner's consumer: on revoke, stop the revoked partitions'
+//! records, store what they finished and commit; on assign, apply the pause state; publish lag
+//! from librdkafka's statistics.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
@@ -9,24 +11,50 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 
+use super::process::Outcome;
+use super::runner::store_offset;
+use super::shared::{Shared, lock};
 use super::tracker::Partition;
 
 /// Callbacks run on the thread that polls the consumer, i.e. inside the runner's `recv()`.
 pub struct RunnerContext {
-    group: String,
-    revoked: Arc<Mutex<Vec<Partition>>>,
+    shared: Arc<Shared>,
+    /// How long a revoke lets running handlers finish before it aborts them.
+    revoke_patience: Duration,
 }
 
 impl RunnerContext {
-    pub(super) fn new(group: &str) -> (Self, Arc<Mutex<Vec<Partition>>>) {
-        let revoked = Arc::new(Mutex::new(Vec::new()));
-        (
-            Self {
-                group: group.to_owned(),
-                revoked: revoked.clone(),
-            },
-            revoked,
-        )
+    pub(super) fn new(shared: Arc<Shared>, revoke_patience: Duration) -> Self {
+        Self {
+            shared,
+            revoke_patience,
+        }
+    }
+
+    /// Hands partitions back: no record of theirs runs any more when this returns, and what
+    /// finished is stored and committed, so their next owner starts where this member stopped.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, list: &TopicPartitionList) {
+        let partitions: Vec<Partition> = partition_list(list).collect();
+        let completions = self.shared.revoke(&partitions, self.revoke_patience);
+        {
+            let mut tracker = lock(&self.shared.tracker);
+            for done in completions {
+                match done.outcome {
+                    Outcome::Handled | Outcome::DeadLettered => {
+                        if let (_, Some(offset)) = tracker.complete(&done.ticket) {
+                            store_offset(consumer, &done.ticket.partition, offset);
+                        }
+                    }
+                    Outcome::Abandoned => {}
+                    // Still the dispatcher's to act on: it stops the runner.
+                    Outcome::Failed(_) => self.shared.finish(done),
+                }
+            }
+            for partition in &partitions {
+                tracker.revoke(partition);
+            }
+        }
+        commit_sync(consumer, "revoke");
     }
 }
 
@@ -38,7 +66,7 @@ impl ClientContext for RunnerContext {
                 if *partition >= 0 && p.consumer_lag >= 0 {
                     metrics::gauge!(
                         "spine_consumer_lag",
-                        "group" => self.group.clone(),
+                        "group" => self.shared.group.to_string(),
                         "topic" => topic.clone(),
                         "partition" => partition.to_string(),
                     )
@@ -51,21 +79,35 @@ impl ClientContext for RunnerContext {
 
 impl ConsumerContext for RunnerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let group = &self.shared.group;
         match rebalance {
             Rebalance::Revoke(partitions) => {
-                // Commit what is done before another member takes these partitions over, so
-                // it redelivers as little as possible. Records still running are redelivered to
-                // it: at-least-once, made idempotent by the handler's inbox.
-                commit_sync(consumer, "revoke");
-                let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-                revoked.extend(partition_list(partitions));
-                tracing::info!(group = %self.group, partitions = partitions.count(), "partitions revoked");
+                self.revoke(consumer, partitions);
+                tracing::info!(group = %group, partitions = partitions.count(), "partitions revoked");
             }
             Rebalance::Assign(partitions) => {
-                tracing::info!(group = %self.group, partitions = partitions.count(), "partitions assigned");
+                tracing::info!(group = %group, partitions = partitions.count(), "partitions assigned");
             }
             Rebalance::Error(err) => {
-                tracing::warn!(group = %self.group, error = %err, "rebalance failed");
+                tracing::warn!(group = %group, error = %err, "rebalance failed");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // librdkafka keeps an application's pause flag across unassign and reassign, so a
+        // partition that comes back may still be paused from before: set it explicitly, to the
+        // runner's current state, on every new assignment.
+        if let Rebalance::Assign(partitions) = rebalance {
+            let paused = self.shared.paused();
+            let result = if paused {
+                consumer.pause(partitions)
+            } else {
+                consumer.resume(partitions)
+            };
+            if let Err(err) = result {
+                tracing::warn!(group = %self.shared.group, error = %err, paused,
+                    "cannot set the pause state of new partitions");
             }
         }
     }
@@ -74,9 +116,9 @@ impl ConsumerContext for RunnerContext {
         match result {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(err) => {
-                metrics::counter!("spine_consumer_commit_errors_total", "group" => self.group.clone())
+                metrics::counter!("spine_consumer_commit_errors_total", "group" => self.shared.group.to_string())
                     .increment(1);
-                tracing::warn!(group = %self.group, error = %err, "offset commit failed");
+                tracing::warn!(group = %self.shared.group, error = %err, "offset commit failed");
             }
         }
     }

@@ -5,8 +5,10 @@
 mod context;
 pub mod dlq;
 pub mod handler;
+mod process;
 pub mod retry;
 mod runner;
+mod shared;
 pub mod tracker;
 
 pub use dlq::DeadLetterReason;

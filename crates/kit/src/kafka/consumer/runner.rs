@@ -1,27 +1,25 @@
 //! The consumer runner: one dispatcher loop that polls, hands records to per-key lanes, runs
 //! handlers concurrently, and stores offsets only behind completed effects.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::context::{RunnerContext, commit_sync};
-use super::dlq::{DeadLetterReason, dead_letter};
-use super::handler::{Handler, HandlerError, Record};
-use super::retry::backoff;
-use super::tracker::{Partition, Ticket, Tracker};
+use super::handler::{Handler, Record};
+use super::process::{Outcome, PanicInjection, Process};
+use super::shared::{Done, Shared, lock};
+use super::tracker::{Partition, Ticket};
 use crate::kafka::config::consumer_config;
 use crate::kafka::headers::Headers;
 use crate::kafka::producer::{PublishError, Publisher};
-use crate::settings::{ConsumerSettings, KafkaSettings, RetrySettings};
+use crate::settings::{ConsumerSettings, KafkaSettings};
 
 /// Why the runner stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +27,7 @@ pub enum RunnerError {
     /// The consumer could not be created or subscribed.
     #[error("kafka consumer setup failed: {0}")]
     Setup(#[from] KafkaError),
-    /// A handler returned [`HandlerError::Fatal`]; its record was not committed.
+    /// A handler returned [`HandlerError::Fatal`](super::HandlerError::Fatal); its record was not committed.
     #[error("handler failed fatally at {topic}/{partition}@{offset}: {source:#}")]
     Fatal {
         /// Topic of the record.
@@ -40,6 +38,19 @@ pub enum RunnerError {
         offset: i64,
         /// The handler's error.
         source: anyhow::Error,
+    },
+    /// A handler panicked: treated like [`HandlerError::Fatal`](super::HandlerError::Fatal) (its record is not committed, the
+    /// runner stops and the process exits for a restart), with its key and slot released.
+    #[error("handler panicked at {topic}/{partition}@{offset}: {message}")]
+    Panic {
+        /// Topic of the record.
+        topic: String,
+        /// Partition of the record.
+        partition: i32,
+        /// Offset of the record, which will be redelivered.
+        offset: i64,
+        /// The panic's message.
+        message: String,
     },
     /// A record could not be dead-lettered, so it could not be let go either.
     #[error("dead-letter publish failed for {topic}/{partition}@{offset}: {source}")]
@@ -55,20 +66,6 @@ pub enum RunnerError {
     },
 }
 
-/// How a record's processing ended.
-enum Outcome {
-    Handled,
-    DeadLettered,
-    /// Shutdown interrupted a retry; the offset is not stored, so the record is redelivered.
-    Abandoned,
-    Failed(RunnerError),
-}
-
-struct Done {
-    ticket: Ticket,
-    outcome: Outcome,
-}
-
 /// Runs a [`Handler`] over topics as one consumer group member.
 ///
 /// **Guarantee: at-least-once, plus per-key order.** An offset is stored only after the
@@ -78,6 +75,16 @@ struct Done {
 /// [`crate::inbox`]). Records of one key run one at a time, in offset order, retries
 /// included; different keys and partitions run concurrently, up to `max_in_flight` records,
 /// beyond which the runner pauses its partitions (and keeps polling, so it stays in the group).
+///
+/// **Faults.** An outage ([`HandlerError::Unavailable`](super::HandlerError::Unavailable)) is retried without limit and never
+/// dead-lettered; while it lasts the group stalls: its partitions are paused and one record
+/// at a time probes, and the first answer resumes full speed (gauge `spine_consumer_stalled`).
+/// Each attempt is bounded by `handler_timeout` (a timeout is an outage). A panicking handler is
+/// a fatal failure, with its key and slot released. On revoke, running records of the revoked
+/// partitions start no new attempt, retry or dead letter; the revoke waits for them (up to half
+/// of `max_poll_interval`, then aborts them) and stores what they finished before the partitions
+/// change hands, so a record never runs on two members at once. The pause state is applied
+/// explicitly to every new assignment.
 pub struct ConsumerRunner<H> {
     handler: Arc<H>,
     settings: KafkaSettings,
@@ -86,6 +93,7 @@ pub struct ConsumerRunner<H> {
     dlq_topic: Arc<str>,
     dlq: Publisher,
     client_id: String,
+    panics: PanicInjection,
 }
 
 impl<H: Handler> ConsumerRunner<H> {
@@ -105,7 +113,21 @@ impl<H: Handler> ConsumerRunner<H> {
             dlq_topic: Arc::from(dlq_topic(&settings.consumer, group)),
             dlq: Publisher::new(settings, &format!("{group}-dlq"))?,
             client_id: group.to_owned(),
+            panics: PanicInjection::new(&settings.consumer),
         })
+    }
+
+    fn process(&self, shared: &Arc<Shared>, stop: &CancellationToken) -> Process<H> {
+        Process {
+            handler: self.handler.clone(),
+            retry: self.settings.consumer.retry.clone(),
+            handler_timeout: self.settings.consumer.handler_timeout,
+            shared: shared.clone(),
+            dlq_topic: self.dlq_topic.clone(),
+            dlq: self.dlq.clone(),
+            stop: stop.clone(),
+            panics: self.panics.clone(),
+        }
     }
 
     /// The dead-letter topic of this group: provision it with the service's topics.
@@ -117,7 +139,9 @@ impl<H: Handler> ConsumerRunner<H> {
     /// waits up to `shutdown_timeout` for running handlers, commits synchronously and leaves
     /// the group.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
-        let (context, revoked) = RunnerContext::new(&self.group);
+        let shared = Shared::new(self.group.clone());
+        let context =
+            RunnerContext::new(shared.clone(), self.settings.consumer.max_poll_interval / 2);
         let consumer: StreamConsumer<RunnerContext> =
             consumer_config(&self.settings, &self.client_id, &self.group)
                 .create_with_context(context)?;
@@ -137,13 +161,9 @@ impl<H: Handler> ConsumerRunner<H> {
         let mut dispatcher = Dispatcher {
             runner: &self,
             consumer: &consumer,
-            revoked,
-            tracker: Tracker::new(),
-            running: 0,
-            paused: false,
+            shared,
             stop: shutdown.child_token(),
             failure: None,
-            done: mpsc::unbounded_channel(),
         };
         dispatcher.dispatch().await;
         dispatcher.drain().await;
@@ -162,14 +182,10 @@ pub fn dlq_topic(settings: &ConsumerSettings, group: &str) -> String {
 struct Dispatcher<'a, H> {
     runner: &'a ConsumerRunner<H>,
     consumer: &'a StreamConsumer<RunnerContext>,
-    revoked: Arc<Mutex<Vec<Partition>>>,
-    tracker: Tracker,
-    running: usize,
-    paused: bool,
+    shared: Arc<Shared>,
     /// Cancelled on shutdown or on the first failure: stops polling and interrupts retries.
     stop: CancellationToken,
     failure: Option<RunnerError>,
-    done: (mpsc::UnboundedSender<Done>, mpsc::UnboundedReceiver<Done>),
 }
 
 impl<H: Handler> Dispatcher<'_, H> {
@@ -181,6 +197,10 @@ impl<H: Handler> Dispatcher<'_, H> {
     /// `max_poll_interval` does it pause its partitions and go on polling, so that it stays in
     /// the group; it resumes at half the bound. (Pausing at once would make librdkafka drop and
     /// refetch its prefetched batch every time a burst filled the bound.)
+    ///
+    /// Stall: while a dependency is down ([`HandlerError::Unavailable`](super::HandlerError::Unavailable)) it pauses at once and
+    /// keeps polling; the records it holds probe one at a time (`shared::Stall`), and the first probe
+    /// that gets an answer resumes it at full speed.
     async fn dispatch(&mut self) {
         let max_in_flight = self.runner.settings.consumer.max_in_flight.max(1);
         let patience = self.runner.settings.consumer.max_poll_interval / 2;
@@ -189,8 +209,21 @@ impl<H: Handler> Dispatcher<'_, H> {
         let mut full_since: Option<tokio::time::Instant> = None;
         // Copied out so that a received message borrows the consumer, not `self`.
         let consumer = self.consumer;
+        let shared = self.shared.clone();
         loop {
-            let full = !self.paused && self.tracker.held() >= max_in_flight;
+            let held = lock(&shared.tracker).held();
+            let stalled = shared.stall.is_stalled();
+            if stalled && shared.tasks() == 0 {
+                // Nobody is left to probe (the records that met the outage were revoked or
+                // finished): take records again, and let the next outage stall anew.
+                shared.stall.recovered(&self.runner.group);
+            } else if stalled && !shared.paused() {
+                self.set_paused(true);
+            } else if !stalled && shared.paused() && held <= max_in_flight / 2 {
+                self.set_paused(false);
+            }
+            in_flight.set(held as f64);
+            let full = !shared.paused() && held >= max_in_flight;
             let now = tokio::time::Instant::now();
             let pause_at = if full {
                 *full_since.get_or_insert(now) + patience
@@ -201,24 +234,15 @@ impl<H: Handler> Dispatcher<'_, H> {
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
-                Some(done) = self.done.1.recv() => self.on_done(done),
+                () = shared.wake.notified() => self.take_completions(),
                 () = tokio::time::sleep_until(pause_at), if full => self.set_paused(true),
-                message = consumer.recv(), if !full => {
-                    self.apply_revocations();
-                    match message {
-                        Ok(message) => self.on_message(&message),
-                        Err(err) => {
-                            tracing::warn!(group = %self.runner.group, error = %err, "consumer error");
-                        }
+                message = consumer.recv(), if !full => match message {
+                    Ok(message) => self.on_message(&message),
+                    Err(err) => {
+                        tracing::warn!(group = %self.runner.group, error = %err, "consumer error");
                     }
-                }
+                },
             }
-            self.apply_revocations();
-            let held = self.tracker.held();
-            if self.paused && held <= max_in_flight / 2 {
-                self.set_paused(false);
-            }
-            in_flight.set(held as f64);
         }
     }
 
@@ -226,16 +250,18 @@ impl<H: Handler> Dispatcher<'_, H> {
     async fn drain(&mut self) {
         let deadline = tokio::time::sleep(self.runner.settings.consumer.shutdown_timeout);
         tokio::pin!(deadline);
-        while self.running > 0 {
+        self.take_completions();
+        while self.shared.tasks() > 0 {
             tokio::select! {
-                Some(done) = self.done.1.recv() => self.on_done(done),
+                () = self.shared.wake.notified() => self.take_completions(),
                 () = &mut deadline => {
-                    tracing::warn!(group = %self.runner.group, running = self.running,
+                    tracing::warn!(group = %self.runner.group, running = self.shared.tasks(),
                         "shutdown timeout: abandoning running handlers; their records will be redelivered");
                     break;
                 }
             }
         }
+        self.take_completions();
     }
 
     fn on_message(&mut self, message: &BorrowedMessage<'_>) {
@@ -252,16 +278,22 @@ impl<H: Handler> Dispatcher<'_, H> {
             timestamp_ms: message.timestamp().to_millis(),
             attempt: 1,
         };
-        if let Some((ticket, record)) = self.tracker.accept(record) {
+        let start = lock(&self.shared.tracker).accept(record);
+        if let Some((ticket, record)) = start {
             self.start(ticket, record);
         }
     }
 
+    fn take_completions(&mut self) {
+        for done in self.shared.take_completions() {
+            self.on_done(done);
+        }
+    }
+
     fn on_done(&mut self, Done { ticket, outcome }: Done) {
-        self.running -= 1;
         match outcome {
             Outcome::Handled | Outcome::DeadLettered => {
-                let (next, store) = self.tracker.complete(&ticket);
+                let (next, store) = lock(&self.shared.tracker).complete(&ticket);
                 if let Some(offset) = store {
                     self.store(&ticket.partition, offset);
                 }
@@ -281,60 +313,32 @@ impl<H: Handler> Dispatcher<'_, H> {
     }
 
     fn start(&mut self, ticket: Ticket, record: Record) {
-        self.running += 1;
+        let running = self.shared.begin(&ticket.partition);
         let span = consumer_span(&self.runner.group, &record);
-        let task = Process {
-            handler: self.runner.handler.clone(),
-            retry: self.runner.settings.consumer.retry.clone(),
-            group: self.runner.group.clone(),
-            dlq_topic: self.runner.dlq_topic.clone(),
-            dlq: self.runner.dlq.clone(),
-            stop: self.stop.clone(),
-        };
-        let done = self.done.0.clone();
+        let process = self.runner.process(&self.shared, &self.stop);
+        let shared = self.shared.clone();
         tokio::spawn(
             async move {
-                let outcome = task.run(record).await;
-                // The receiver lives as long as the dispatcher, which outlives every task it
-                // waits for; after a shutdown timeout nobody listens, which is fine.
-                let _ = done.send(Done { ticket, outcome });
+                let outcome = process.run(record, &running.work).await;
+                // Queued before `running` is dropped, so that a revoke that saw this task end
+                // also finds its completion.
+                shared.finish(Done { ticket, outcome });
+                drop(running);
             }
             .instrument(span),
         );
     }
 
     fn store(&self, partition: &Partition, next_offset: i64) {
-        let mut list = TopicPartitionList::new();
-        if let Err(err) = list.add_partition_offset(
-            &partition.topic,
-            partition.partition,
-            Offset::Offset(next_offset),
-        ) {
-            tracing::warn!(error = %err, "cannot build offset list");
-            return;
-        }
-        // Fails harmlessly for a partition revoked meanwhile: its next owner redelivers.
-        if let Err(err) = self.consumer.store_offsets(&list) {
-            tracing::debug!(error = %err, topic = %partition.topic, partition = partition.partition,
-                "offset not stored (partition revoked?)");
-        }
-    }
-
-    fn apply_revocations(&mut self) {
-        let revoked = std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()));
-        for partition in &revoked {
-            self.tracker.revoke(partition);
-        }
-        if !revoked.is_empty() && self.paused {
-            // The new assignment starts unpaused; re-apply the pause to it.
-            self.paused = false;
-        }
+        store_offset(self.consumer, partition, next_offset);
     }
 
     fn set_paused(&mut self, paused: bool) {
         let Ok(assignment) = self.consumer.assignment() else {
             return;
         };
+        // Recorded first: an assignment that arrives from now on is paused or resumed to match.
+        self.shared.set_paused(paused);
         let result = if paused {
             self.consumer.pause(&assignment)
         } else {
@@ -342,123 +346,33 @@ impl<H: Handler> Dispatcher<'_, H> {
         };
         match result {
             Ok(()) => {
-                self.paused = paused;
-                tracing::debug!(group = %self.runner.group, paused, held = self.tracker.held(), "backpressure");
+                tracing::debug!(group = %self.runner.group, paused, "partitions paused or resumed");
             }
             Err(err) => tracing::warn!(error = %err, paused, "cannot pause/resume partitions"),
         }
     }
 }
 
-/// One record's life: handle, retry with backoff, dead-letter.
-struct Process<H> {
-    handler: Arc<H>,
-    retry: RetrySettings,
-    group: Arc<str>,
-    dlq_topic: Arc<str>,
-    dlq: Publisher,
-    stop: CancellationToken,
-}
-
-impl<H: Handler> Process<H> {
-    async fn run(self, mut record: Record) -> Outcome {
-        let labels = [
-            ("group", self.group.to_string()),
-            ("topic", record.topic.clone()),
-        ];
-        let max_attempts = self.retry.max_attempts.max(1);
-        loop {
-            let started = Instant::now();
-            let result = self.handler.handle(&record).await;
-            metrics::histogram!("spine_consumer_handler_seconds", &labels)
-                .record(started.elapsed().as_secs_f64());
-            if let Err(err) = &result {
-                metrics::counter!("spine_consumer_errors_total",
-                    "group" => self.group.to_string(), "topic" => record.topic.clone(), "class" => err.kind())
-                .increment(1);
-            }
-            let (reason, err) = match result {
-                Ok(()) => {
-                    count_outcome(&self.group, &record.topic, "handled");
-                    return Outcome::Handled;
-                }
-                Err(HandlerError::Retryable(err)) if record.attempt < max_attempts => {
-                    metrics::counter!("spine_consumer_retries_total", &labels).increment(1);
-                    let delay = backoff(&self.retry, record.attempt);
-                    tracing::warn!(
-                        attempt = record.attempt,
-                        ?delay,
-                        error = format!("{err:#}"),
-                        "retrying record"
-                    );
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.stop.cancelled() => return Outcome::Abandoned,
-                    }
-                    record.attempt += 1;
-                    continue;
-                }
-                Err(HandlerError::Unavailable(err)) => {
-                    // TODO(stall): placeholder until the stall gate lands.
-                    let delay = backoff(&self.retry, record.attempt.min(16));
-                    tracing::warn!(attempt = record.attempt, ?delay, error = format!("{err:#}"), "dependency unavailable");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.stop.cancelled() => return Outcome::Abandoned,
-                    }
-                    record.attempt += 1;
-                    continue;
-                }
-                Err(HandlerError::Retryable(err)) => (DeadLetterReason::RetriesExhausted, err),
-                Err(HandlerError::Poison(err)) => (DeadLetterReason::Poison, err),
-                Err(HandlerError::Fatal(source)) => {
-                    return Outcome::Failed(RunnerError::Fatal {
-                        topic: record.topic,
-                        partition: record.partition,
-                        offset: record.offset,
-                        source,
-                    });
-                }
-            };
-            return self.dead_letter(&record, reason, &err).await;
-        }
+/// Stores `next_offset` for `partition` (committed with the next commit). Fails harmlessly for
+/// a partition revoked meanwhile: its next owner redelivers.
+pub(super) fn store_offset<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    consumer: &C,
+    partition: &Partition,
+    next_offset: i64,
+) {
+    let mut list = TopicPartitionList::new();
+    if let Err(err) = list.add_partition_offset(
+        &partition.topic,
+        partition.partition,
+        Offset::Offset(next_offset),
+    ) {
+        tracing::warn!(error = %err, "cannot build offset list");
+        return;
     }
-
-    async fn dead_letter(
-        &self,
-        record: &Record,
-        reason: DeadLetterReason,
-        err: &anyhow::Error,
-    ) -> Outcome {
-        let error = format!("{err:#}");
-        tracing::error!(
-            reason = reason.as_str(),
-            attempts = record.attempt,
-            error,
-            "dead-lettering record"
-        );
-        let letter = dead_letter(&self.dlq_topic, &self.group, record, reason, &error);
-        // The producer already retries inside `delivery.timeout`; a failure here means the
-        // broker is unreachable for that long, so stop rather than drop the record.
-        match self.dlq.send(&letter).await {
-            Ok(_) => {
-                count_outcome(&self.group, &record.topic, "dead_lettered");
-                Outcome::DeadLettered
-            }
-            Err(source) => Outcome::Failed(RunnerError::DeadLetter {
-                topic: record.topic.clone(),
-                partition: record.partition,
-                offset: record.offset,
-                source: Box::new(source),
-            }),
-        }
+    if let Err(err) = consumer.store_offsets(&list) {
+        tracing::debug!(error = %err, topic = %partition.topic, partition = partition.partition,
+            "offset not stored (partition revoked?)");
     }
-}
-
-fn count_outcome(group: &str, topic: &str, outcome: &'static str) {
-    metrics::counter!("spine_consumer_records_total",
-        "group" => group.to_owned(), "topic" => topic.to_owned(), "outcome" => outcome)
-    .increment(1);
 }
 
 /// A consumer span per the OpenTelemetry messaging conventions, child of the producer's

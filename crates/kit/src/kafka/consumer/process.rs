@@ -1,0 +1,234 @@
+//! One record's life in the runner: attempts (bounded in time, panics caught), retries by
+//! class, the stall on an outage, and the dead letter.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use super::dlq::{DeadLetterReason, dead_letter};
+use super::handler::{Handler, HandlerError, Record};
+use super::retry::backoff;
+use super::runner::RunnerError;
+use super::shared::{PartitionWork, Shared};
+use crate::kafka::producer::Publisher;
+use crate::settings::{ConsumerSettings, RetrySettings};
+
+/// How a record's processing ended.
+pub(super) enum Outcome {
+    Handled,
+    DeadLettered,
+    /// Shutdown or a revoke interrupted it; the offset is not stored, so the record is
+    /// redelivered (to this member or the partition's next owner).
+    Abandoned,
+    Failed(RunnerError),
+}
+
+/// What a record task needs, cloned per record.
+#[derive(Clone)]
+pub(super) struct Process<H> {
+    pub handler: Arc<H>,
+    pub retry: RetrySettings,
+    pub handler_timeout: Duration,
+    pub shared: Arc<Shared>,
+    pub dlq_topic: Arc<str>,
+    pub dlq: Publisher,
+    /// Shutdown: no new attempt starts.
+    pub stop: CancellationToken,
+    pub panics: PanicInjection,
+}
+
+/// The test-only `inject_panic_every`: every n-th record's first attempt panics.
+#[derive(Clone)]
+pub(super) struct PanicInjection {
+    every: u64,
+    seen: Arc<AtomicU64>,
+}
+
+impl PanicInjection {
+    pub fn new(settings: &ConsumerSettings) -> Self {
+        Self {
+            every: settings.inject_panic_every,
+            seen: Arc::default(),
+        }
+    }
+
+    fn fire(&self, record: &Record) -> bool {
+        self.every > 0
+            && record.attempt == 1
+            && (self.seen.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(self.every)
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Returned(Result<(), HandlerError>),
+    Panicked(String),
+    Aborted,
+}
+
+impl<H: Handler> Process<H> {
+    pub async fn run(&self, mut record: Record, work: &PartitionWork) -> Outcome {
+        let group = &self.shared.group;
+        let stall = &self.shared.stall;
+        let labels = [
+            ("group", group.to_string()),
+            ("topic", record.topic.clone()),
+        ];
+        let max_attempts = self.retry.max_attempts.max(1);
+        // Attempts that failed with `Retryable`; outages do not count against the budget.
+        let mut failures = 0;
+        loop {
+            if self.stop.is_cancelled() || work.cancel.is_cancelled() {
+                return Outcome::Abandoned;
+            }
+            // While the group is stalled, one record at a time probes the dependency; the
+            // probe holds the lock through its backoff, so probes are spaced by it.
+            let Some(probe) = stall.admit(&work.cancel).await else {
+                return Outcome::Abandoned;
+            };
+            let started = Instant::now();
+            let result = match self.attempt(&record, work).await {
+                Attempt::Returned(result) => result,
+                Attempt::Aborted => return Outcome::Abandoned,
+                Attempt::Panicked(message) => {
+                    return Outcome::Failed(RunnerError::Panic {
+                        topic: record.topic,
+                        partition: record.partition,
+                        offset: record.offset,
+                        message,
+                    });
+                }
+            };
+            metrics::histogram!("spine_consumer_handler_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+            if let Err(err) = &result {
+                metrics::counter!("spine_consumer_errors_total",
+                    "group" => group.to_string(), "topic" => record.topic.clone(), "class" => err.kind())
+                .increment(1);
+            }
+            if probe.is_some() && !matches!(result, Err(HandlerError::Unavailable(_))) {
+                stall.recovered(group);
+                self.shared.wake.notify_one();
+            }
+            let retry = match &result {
+                Err(err @ HandlerError::Unavailable(source)) => {
+                    let outages = stall.failed(group, source);
+                    self.shared.wake.notify_one();
+                    Some((err, backoff(&self.retry, outages)))
+                }
+                Err(err @ HandlerError::Retryable(_)) if failures + 1 < max_attempts => {
+                    failures += 1;
+                    Some((err, backoff(&self.retry, failures)))
+                }
+                _ => None,
+            };
+            if let Some((err, delay)) = retry {
+                metrics::counter!("spine_consumer_retries_total", &labels).increment(1);
+                tracing::warn!(attempt = record.attempt, ?delay, class = err.kind(), error = %err, "retrying record");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = self.stop.cancelled() => return Outcome::Abandoned,
+                    () = work.cancel.cancelled() => return Outcome::Abandoned,
+                }
+                drop(probe);
+                record.attempt += 1;
+                continue;
+            }
+            drop(probe);
+            let (reason, err) = match result {
+                Ok(()) => {
+                    count_outcome(group, &record.topic, "handled");
+                    return Outcome::Handled;
+                }
+                // A partition given away is not ours to dead-letter: its next owner decides.
+                Err(_) if work.cancel.is_cancelled() => return Outcome::Abandoned,
+                Err(HandlerError::Retryable(err)) => (DeadLetterReason::RetriesExhausted, err),
+                Err(HandlerError::Poison(err)) => (DeadLetterReason::Poison, err),
+                Err(HandlerError::Fatal(source)) => {
+                    return Outcome::Failed(RunnerError::Fatal {
+                        topic: record.topic,
+                        partition: record.partition,
+                        offset: record.offset,
+                        source,
+                    });
+                }
+                Err(HandlerError::Unavailable(_)) => unreachable!("outages are retried above"),
+            };
+            return self.dead_letter(&record, reason, &err).await;
+        }
+    }
+
+    /// One call of the handler, bounded by `handler_timeout` (a hung dependency is an outage),
+    /// with a panic caught as the record's fatal failure, and dropped if a revoke aborts it.
+    async fn attempt(&self, record: &Record, work: &PartitionWork) -> Attempt {
+        let inject = self.panics.fire(record);
+        let call = AssertUnwindSafe(async {
+            assert!(
+                !inject,
+                "injected panic (kafka.consumer.inject_panic_every = {})",
+                self.panics.every
+            );
+            self.handler.handle(record).await
+        })
+        .catch_unwind();
+        tokio::select! {
+            biased;
+            () = work.abort.cancelled() => Attempt::Aborted,
+            result = tokio::time::timeout(self.handler_timeout, call) => match result {
+                Err(_) => Attempt::Returned(Err(HandlerError::Unavailable(anyhow::anyhow!(
+                    "handler attempt timed out after {:?}", self.handler_timeout
+                )))),
+                Ok(Err(panic)) => Attempt::Panicked(panic_message(&*panic)),
+                Ok(Ok(result)) => Attempt::Returned(result),
+            },
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        record: &Record,
+        reason: DeadLetterReason,
+        err: &anyhow::Error,
+    ) -> Outcome {
+        let error = format!("{err:#}");
+        tracing::error!(
+            reason = reason.as_str(),
+            attempts = record.attempt,
+            error,
+            "dead-lettering record"
+        );
+        let letter = dead_letter(&self.dlq_topic, &self.shared.group, record, reason, &error);
+        // The producer already retries inside `delivery.timeout`; a failure here means the
+        // broker is unreachable for that long, so stop rather than drop the record.
+        match self.dlq.send(&letter).await {
+            Ok(_) => {
+                count_outcome(&self.shared.group, &record.topic, "dead_lettered");
+                Outcome::DeadLettered
+            }
+            Err(source) => Outcome::Failed(RunnerError::DeadLetter {
+                topic: record.topic.clone(),
+                partition: record.partition,
+                offset: record.offset,
+                source: Box::new(source),
+            }),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+pub(super) fn count_outcome(group: &str, topic: &str, outcome: &'static str) {
+    metrics::counter!("spine_consumer_records_total",
+        "group" => group.to_owned(), "topic" => topic.to_owned(), "outcome" => outcome)
+    .increment(1);
+}

@@ -1,0 +1,262 @@
+//! What the runner's dispatcher, its record tasks and librdkafka's rebalance callbacks share:
+//! - **work**: per assigned partition, the record tasks running for it and two tokens that stop
+//!   them, so that a revoke can wait for (or abort) them before the partition changes hands;
+//! - **completions**: finished records, queued for the dispatcher, and taken by a revoke so
+//!   that what finished while it waited is stored and committed before the partition goes;
+//! - **the pause flag**: the dispatcher's decision, re-applied to every new assignment
+//!   (librdkafka keeps an application's pause across unassign and reassign);
+//! - **the stall** ([`Stall`]): whether a dependency is down, and the probe lock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::process::Outcome;
+use super::tracker::{Partition, Ticket, Tracker};
+
+/// A finished record, for the dispatcher (or a revoke) to store.
+pub(super) struct Done {
+    pub ticket: Ticket,
+    pub outcome: Outcome,
+}
+
+/// The record tasks of one assigned partition.
+#[derive(Default)]
+pub(super) struct PartitionWork {
+    running: AtomicUsize,
+    /// Cancelled on revoke: start no further attempt, neither retry nor dead-letter.
+    pub cancel: CancellationToken,
+    /// Cancelled when a revoke has waited long enough: drop the attempt that is running.
+    pub abort: CancellationToken,
+}
+
+/// Held by a record task while it runs; dropping it (also on panic or abort) lets a waiting
+/// revoke go on.
+pub(super) struct Running {
+    shared: Arc<Shared>,
+    pub work: Arc<PartitionWork>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        {
+            let _work = lock(&self.shared.work);
+            self.work.running.fetch_sub(1, Ordering::SeqCst);
+            self.shared.tasks.fetch_sub(1, Ordering::SeqCst);
+            self.shared.idle.notify_all();
+        }
+        self.shared.wake.notify_one();
+    }
+}
+
+/// See the module documentation.
+pub(super) struct Shared {
+    pub group: Arc<str>,
+    paused: AtomicBool,
+    work: Mutex<HashMap<Partition, Arc<PartitionWork>>>,
+    /// Record tasks running, all partitions.
+    tasks: AtomicUsize,
+    idle: Condvar,
+    /// Lanes and offsets. Locked by the dispatcher for each step and by a revoke, which runs
+    /// inside the dispatcher's poll (never while the dispatcher holds it).
+    pub tracker: Mutex<Tracker>,
+    completions: Mutex<Vec<Done>>,
+    /// Wakes the dispatcher: a record finished, or the stall changed.
+    pub wake: Notify,
+    pub stall: Stall,
+}
+
+impl Shared {
+    pub fn new(group: Arc<str>) -> Arc<Self> {
+        Arc::new(Self {
+            stall: Stall::new(&group),
+            group,
+            paused: AtomicBool::new(false),
+            work: Mutex::default(),
+            tasks: AtomicUsize::new(0),
+            idle: Condvar::new(),
+            tracker: Mutex::new(Tracker::new()),
+            completions: Mutex::default(),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Registers a record task for `partition`.
+    pub fn begin(self: &Arc<Self>, partition: &Partition) -> Running {
+        let work = lock(&self.work)
+            .entry(partition.clone())
+            .or_default()
+            .clone();
+        work.running.fetch_add(1, Ordering::SeqCst);
+        self.tasks.fetch_add(1, Ordering::SeqCst);
+        Running {
+            shared: self.clone(),
+            work,
+        }
+    }
+
+    /// Queues a finished record for the dispatcher. Called before the task's [`Running`] is
+    /// dropped, so that a revoke that saw the task end also sees its completion.
+    pub fn finish(&self, done: Done) {
+        lock(&self.completions).push(done);
+        self.wake.notify_one();
+    }
+
+    /// Takes every queued completion.
+    pub fn take_completions(&self) -> Vec<Done> {
+        std::mem::take(&mut *lock(&self.completions))
+    }
+
+    /// Record tasks running.
+    pub fn tasks(&self) -> usize {
+        self.tasks.load(Ordering::SeqCst)
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Stops the record tasks of `partitions` and waits until none runs: first it lets running
+    /// attempts finish (no new attempt, retry or dead letter starts) for up to `patience`, then
+    /// it aborts the rest. Returns the completions of those partitions, for the caller to store
+    /// before it gives them away.
+    ///
+    /// Blocks the calling thread: call it from librdkafka's rebalance callback, which runs
+    /// inside the dispatcher's poll. On a multi-thread runtime the record tasks go on running
+    /// on the other workers meanwhile; on a current-thread runtime they cannot, so there it
+    /// only cancels.
+    pub fn revoke(&self, partitions: &[Partition], patience: Duration) -> Vec<Done> {
+        let revoked: Vec<Arc<PartitionWork>> = {
+            let mut work = lock(&self.work);
+            partitions.iter().filter_map(|p| work.remove(p)).collect()
+        };
+        for work in &revoked {
+            work.cancel.cancel();
+        }
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread && revoked.iter().any(|w| w.running.load(Ordering::SeqCst) > 0) {
+            tokio::task::block_in_place(|| {
+                if !self.wait_idle(&revoked, patience) {
+                    tracing::warn!(group = %self.group, ?patience,
+                        "revoke: handlers still running, aborting them; their records are redelivered");
+                    for work in &revoked {
+                        work.abort.cancel();
+                    }
+                    if !self.wait_idle(&revoked, ABORT_GRACE) {
+                        tracing::error!(group = %self.group,
+                            "revoke: aborted handlers did not stop; a record may run on two members");
+                    }
+                }
+            });
+        }
+        let revoked: HashSet<&Partition> = partitions.iter().collect();
+        let mut completions = lock(&self.completions);
+        let (mine, rest) = std::mem::take(&mut *completions)
+            .into_iter()
+            .partition(|done| revoked.contains(&done.ticket.partition));
+        *completions = rest;
+        mine
+    }
+
+    /// Whether every task of `works` ended within `timeout`.
+    fn wait_idle(&self, works: &[Arc<PartitionWork>], timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = lock(&self.work);
+        while works.iter().any(|w| w.running.load(Ordering::SeqCst) > 0) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = self
+                .idle
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// How long aborted handlers get to be dropped.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether the group is stalled on an outage, and the lock that lets one record at a time
+/// probe the dependency while it is.
+pub(super) struct Stall {
+    stalled: AtomicBool,
+    failures: AtomicU32,
+    probe: tokio::sync::Mutex<()>,
+    gauge: metrics::Gauge,
+}
+
+/// Returned by [`Stall::admit`]: whether the attempt is a probe (holding the lock) or runs at
+/// full speed.
+pub(super) type Admission<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;
+
+impl Stall {
+    fn new(group: &str) -> Self {
+        let gauge = metrics::gauge!("spine_consumer_stalled", "group" => group.to_owned());
+        gauge.set(0.0);
+        Self {
+            stalled: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            probe: tokio::sync::Mutex::new(()),
+            gauge,
+        }
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::SeqCst)
+    }
+
+    /// Waits for the right to make an attempt: at once when the group is not stalled; while it
+    /// is, for the probe lock, so that one attempt at a time tests the dependency. `None` when
+    /// `cancel` fired first.
+    pub async fn admit<'a>(&'a self, cancel: &CancellationToken) -> Option<Admission<'a>> {
+        if !self.is_stalled() {
+            return Some(None);
+        }
+        let guard = tokio::select! {
+            guard = self.probe.lock() => guard,
+            () = cancel.cancelled() => return None,
+        };
+        // The stall may have ended while we queued: then run at full speed.
+        Some(self.is_stalled().then_some(guard))
+    }
+
+    /// An attempt met an outage: the group is (still) stalled. Returns how many outage
+    /// failures in a row the group has seen, for the backoff.
+    pub fn failed(&self, group: &str, error: &anyhow::Error) -> u32 {
+        if !self.stalled.swap(true, Ordering::SeqCst) {
+            self.gauge.set(1.0);
+            tracing::warn!(
+                group,
+                error = format!("{error:#}"),
+                "dependency unavailable: group stalled, probing with one record at a time"
+            );
+        }
+        self.failures.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// A probe got an answer from its dependency (any outcome but an outage): full speed again.
+    pub fn recovered(&self, group: &str) {
+        if self.stalled.swap(false, Ordering::SeqCst) {
+            self.failures.store(0, Ordering::SeqCst);
+            self.gauge.set(0.0);
+            tracing::info!(group, "dependency answered: group resumed");
+        }
+    }
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
