@@ -92,6 +92,35 @@ impl PublishError {
     }
 }
 
+/// Error codes that mean "the broker cannot be reached or cannot take writes right now", not
+/// "this record is wrong": an outage, to wait out.
+pub const OUTAGE_CODES: &[RDKafkaErrorCode] = &[
+    RDKafkaErrorCode::MessageTimedOut,
+    RDKafkaErrorCode::RequestTimedOut,
+    RDKafkaErrorCode::BrokerTransportFailure,
+    RDKafkaErrorCode::AllBrokersDown,
+    RDKafkaErrorCode::LeaderNotAvailable,
+    RDKafkaErrorCode::NotLeaderForPartition,
+    RDKafkaErrorCode::NotEnoughReplicas,
+    RDKafkaErrorCode::NotEnoughReplicasAfterAppend,
+    RDKafkaErrorCode::NetworkException,
+    RDKafkaErrorCode::QueueFull,
+    RDKafkaErrorCode::UnknownTopicOrPartition,
+];
+
+impl PublishError {
+    /// Whether the broker is unreachable or unable to take writes (an outage): the same record
+    /// will go through once it is back.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Delivery { source, .. } => source
+                .rdkafka_error_code()
+                .is_some_and(|code| OUTAGE_CODES.contains(&code)),
+            Self::Encode(_) | Self::Canceled => false,
+        }
+    }
+}
+
 /// A cheap-to-clone idempotent producer.
 #[derive(Clone)]
 pub struct Publisher {

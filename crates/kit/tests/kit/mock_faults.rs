@@ -153,3 +153,48 @@ async fn mock_cluster_a_record_that_cannot_be_dead_lettered_stops_the_runner_unc
         "the poison record's offset was not committed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_cluster_a_dead_letter_waits_out_a_broker_outage_instead_of_stopping() {
+    init_test_log();
+    let mock = MockCluster::new(1).unwrap();
+    let mut settings = mock_settings(&mock);
+    settings.producer.delivery_timeout = Duration::from_secs(1);
+    let (topic, group) = (unique("topic"), unique("group"));
+    let dlq = spine_kit::kafka::consumer::dlq_topic(&settings.consumer, &group);
+    mock.create_topic(&topic, 1, 1).unwrap();
+    mock.create_topic(&dlq, 1, 1).unwrap();
+    let publisher = Publisher::new(&settings, "mock-producer").unwrap();
+    publisher.send(&record(&topic, b"poison")).await.unwrap();
+    // Produce requests fail with a retriable error for a few seconds' worth of retries: each
+    // dead-letter send times out (MessageTimedOut after delivery.timeout), an outage.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 40],
+    );
+
+    let running = spawn_mock_runner(&settings, &group, &topic);
+    assert!(
+        eventually(Duration::from_secs(60), || high_watermark(&settings, &dlq)
+            == 1)
+        .await,
+        "the record reaches the DLQ once the broker takes writes again"
+    );
+    assert!(!running.task.is_finished(), "the runner kept going");
+    running.stop().await.unwrap();
+}
+
+fn spawn_mock_runner(settings: &KafkaSettings, group: &str, topic: &str) -> Running {
+    let runner = spine_kit::kafka::consumer::ConsumerRunner::new(
+        settings,
+        group,
+        &[topic],
+        handler((), |(), _r: Record| async {
+            Err(HandlerError::poison(anyhow::anyhow!("bad record")))
+        }),
+    )
+    .unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(runner.run(token.clone()));
+    Running { token, task }
+}

@@ -158,7 +158,7 @@ impl<H: Handler> Process<H> {
                 }
                 Err(HandlerError::Unavailable(_)) => unreachable!("outages are retried above"),
             };
-            return self.dead_letter(&record, reason, &err).await;
+            return self.dead_letter(&record, reason, &err, work).await;
         }
     }
 
@@ -193,6 +193,7 @@ impl<H: Handler> Process<H> {
         record: &Record,
         reason: DeadLetterReason,
         err: &anyhow::Error,
+        work: &PartitionWork,
     ) -> Outcome {
         let error = format!("{err:#}");
         tracing::error!(
@@ -202,19 +203,39 @@ impl<H: Handler> Process<H> {
             "dead-lettering record"
         );
         let letter = dead_letter(&self.dlq_topic, &self.shared.group, record, reason, &error);
-        // The producer already retries inside `delivery.timeout`; a failure here means the
-        // broker is unreachable for that long, so stop rather than drop the record.
-        match self.dlq.send(&letter).await {
-            Ok(_) => {
-                count_outcome(&self.shared.group, &record.topic, "dead_lettered");
-                Outcome::DeadLettered
+        // The producer already retries inside `delivery.timeout`. A broker still unreachable
+        // after that is an outage like any other: stall and try again. Any other failure means
+        // the record can be neither handled nor let go: stop rather than drop it.
+        let mut outages = 0;
+        loop {
+            match self.dlq.send(&letter).await {
+                Ok(_) => {
+                    if outages > 0 {
+                        self.shared.stall.recovered(&self.shared.group);
+                        self.shared.wake.notify_one();
+                    }
+                    count_outcome(&self.shared.group, &record.topic, "dead_lettered");
+                    return Outcome::DeadLettered;
+                }
+                Err(source) if source.is_outage() => {
+                    let err = anyhow::Error::new(source).context("dead-letter publish");
+                    outages = self.shared.stall.failed(&self.shared.group, &err);
+                    self.shared.wake.notify_one();
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff(&self.retry, outages)) => {}
+                        () = self.stop.cancelled() => return Outcome::Abandoned,
+                        () = work.cancel.cancelled() => return Outcome::Abandoned,
+                    }
+                }
+                Err(source) => {
+                    return Outcome::Failed(RunnerError::DeadLetter {
+                        topic: record.topic.clone(),
+                        partition: record.partition,
+                        offset: record.offset,
+                        source: Box::new(source),
+                    });
+                }
             }
-            Err(source) => Outcome::Failed(RunnerError::DeadLetter {
-                topic: record.topic.clone(),
-                partition: record.partition,
-                offset: record.offset,
-                source: Box::new(source),
-            }),
         }
     }
 }
