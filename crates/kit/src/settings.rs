@@ -27,7 +27,8 @@ pub struct KitSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxSettings {
-    /// Rows the relay claims and publishes per round.
+    /// Sends the relay keeps in flight at most (each the oldest unpublished row of its key).
+    /// As each is acknowledged, the row is marked and its key's next row claimed.
     pub batch_size: u32,
     /// How often the relay looks for rows when nothing woke it (a commit in this process or,
     /// on PostgreSQL, a NOTIFY from another replica wakes it at once).

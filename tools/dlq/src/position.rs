@@ -154,8 +154,7 @@ mod tests {
     }
 
     #[test]
-    fn the_position_moves_over_the_records_dealt_with_in_a_row_and_stops_at_the_first_left_out()
-     {
+    fn the_position_moves_over_the_records_dealt_with_in_a_row_and_stops_at_the_first_left_out() {
         let records = [at(0, 0), at(0, 1), at(0, 2), at(0, 3), at(1, 0), at(1, 1)];
         // Partition 0: 0 and 1 done, 2 left out, 3 done. Partition 1: nothing done.
         let done = |r: &DlqRecord| r.position.partition == 0 && r.position.offset != 2;
@@ -171,9 +170,27 @@ mod tests {
         let old = positions(&[(0, 2)]);
         assert_eq!(advance(&old, &records, |_| true), positions(&[(0, 6)]));
         assert_eq!(advance(&old, &records, |_| false), ReplayPosition::new());
-        assert!(is_replayed(&old, Position { partition: 0, offset: 1 }));
-        assert!(!is_replayed(&old, Position { partition: 0, offset: 2 }));
-        assert!(!is_replayed(&old, Position { partition: 1, offset: 0 }));
+        assert!(is_replayed(
+            &old,
+            Position {
+                partition: 0,
+                offset: 1
+            }
+        ));
+        assert!(!is_replayed(
+            &old,
+            Position {
+                partition: 0,
+                offset: 2
+            }
+        ));
+        assert!(!is_replayed(
+            &old,
+            Position {
+                partition: 1,
+                offset: 0
+            }
+        ));
     }
 
     #[test]

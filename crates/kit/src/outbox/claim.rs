@@ -180,7 +180,9 @@ pub(super) async fn quarantined(pool: &AnyPool) -> Result<Vec<Quarantined>, sqlx
                 topic: row.try_get("topic")?,
                 key: row.try_get("msg_key")?,
                 rejections: row.try_get("rejections")?,
-                last_error: row.try_get::<Option<String>, _>("last_error")?.unwrap_or_default(),
+                last_error: row
+                    .try_get::<Option<String>, _>("last_error")?
+                    .unwrap_or_default(),
                 quarantined_at: row.try_get("quarantined_at")?,
             })
         })

@@ -294,7 +294,9 @@ impl Relay {
                 ),
                 Ok(false) => {}
                 // The claim runs out and the row is tried again.
-                Err(db) => tracing::warn!(outbox.id = sent.id, error = %db, "cannot record a failed send"),
+                Err(db) => {
+                    tracing::warn!(outbox.id = sent.id, error = %db, "cannot record a failed send")
+                }
             }
         }
         metrics::counter!("spine_outbox_published_total").increment(acked);

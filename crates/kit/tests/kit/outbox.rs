@@ -356,7 +356,11 @@ async fn an_oversize_row_is_quarantined_while_other_keys_flow_and_its_key_waits_
         "the quarantined key's later rows wait behind it"
     );
     outbox.refresh_backlog().await.unwrap();
-    assert_eq!(outbox.backlog().rows(), 3, "the quarantined row and the two held");
+    assert_eq!(
+        outbox.backlog().rows(),
+        3,
+        "the quarantined row and the two held"
+    );
 
     // Discarding it (the runbook's last resort) lets the held rows go, in order.
     assert!(outbox.discard(row.id).await.unwrap());
@@ -390,6 +394,10 @@ async fn a_released_row_is_published_and_its_key_follows_in_order(backend: Backe
     assert!(eventually(Duration::from_secs(10), || outbox.backlog().rows() == 0).await);
     token.cancel();
     relay.await.unwrap().unwrap();
-    assert_eq!(per_key(&received)["key"], vec![0, 1], "released, then its key in order");
+    assert_eq!(
+        per_key(&received)["key"],
+        vec![0, 1],
+        "released, then its key in order"
+    );
     assert_eq!(outbox.quarantined().await.unwrap(), vec![]);
 }

@@ -27,7 +27,10 @@ const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The health routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(ready))
 }
 

@@ -124,9 +124,7 @@ async fn readiness_follows_the_database(backend: Backend) {
 
     let database = app.database_name();
     let admin = admin_pool().await;
-    let refuse = |allow: bool| {
-        format!("ALTER DATABASE {database} ALLOW_CONNECTIONS {allow}")
-    };
+    let refuse = |allow: bool| format!("ALTER DATABASE {database} ALLOW_CONNECTIONS {allow}");
     sqlx::raw_sql(sqlx::AssertSqlSafe(refuse(false)))
         .execute(&admin)
         .await
@@ -153,7 +151,6 @@ async fn readiness_follows_the_database(backend: Backend) {
 async fn admin_pool() -> sqlx::AnyPool {
     let settings = spine_kit::settings::DatabaseSettings {
         url: std::env::var("SPINE_TEST_POSTGRES_URL").unwrap().into(),
-        max_connections: 1,
         ..Default::default()
     };
     spine_kit::db::connect(&settings).await.unwrap().0

@@ -41,7 +41,11 @@ async fn a_dry_run_publishes_nothing() {
     )
     .await
     .unwrap();
-    assert_eq!(real.replayed.len(), 1, "a dry run does not count as replayed");
+    assert_eq!(
+        real.replayed.len(),
+        1,
+        "a dry run does not count as replayed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +229,11 @@ async fn a_second_replay_replays_nothing_and_says_it_skipped_what_was_replayed()
     fx.dead_letter(None, "order-4", b"v", "e-4", "boom", &[])
         .await;
     let (third, text) = replay_all(&fx, &Filter::default()).await;
-    let events: Vec<_> = third.replayed.iter().map(|r| r.record.headers.get_str(EVENT_ID)).collect();
+    let events: Vec<_> = third
+        .replayed
+        .iter()
+        .map(|r| r.record.headers.get_str(EVENT_ID))
+        .collect();
     assert_eq!(events, [Some("e-4")], "{text}");
 }
 
@@ -251,7 +259,10 @@ async fn a_filtered_replay_never_moves_the_position_past_a_record_it_left_out() 
 
     let (filtered, text) = replay_all(&fx, &timeouts).await;
     assert_eq!(replayed_events(&filtered), ["e-0", "e-2"]);
-    assert_eq!(filtered.replayed_beyond_position, 1, "e-2 lies past e-1: {text}");
+    assert_eq!(
+        filtered.replayed_beyond_position, 1,
+        "e-2 lies past e-1: {text}"
+    );
     // The rerun skips e-0 (covered) but replays e-2 again: the documented price of a filter.
     let (rerun, _) = replay_all(&fx, &timeouts).await;
     assert_eq!(rerun.already_replayed.len(), 1);
