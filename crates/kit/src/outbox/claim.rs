@@ -147,6 +147,25 @@ impl Outbox {
         Ok(matches!(quarantined, Some(Some(_))))
     }
 
+    /// Drops the claims on `ids` (rows this relay was still sending when it stopped).
+    pub(super) async fn release_claims_on(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "UPDATE spine_outbox SET not_before = NULL
+             WHERE published_at IS NULL AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Drops every claim and backoff, so that a restarted relay retries at once instead of
     /// waiting for the claims its previous run held. Only for SQLite, where one relay owns the
     /// file: on PostgreSQL the claims may belong to live replicas.

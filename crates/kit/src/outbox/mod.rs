@@ -19,5 +19,5 @@ mod claim;
 mod relay;
 mod store;
 
-pub use relay::{Relay, rejects_the_row};
+pub use relay::{ROW_REJECTION_CODES, Relay, SHUTDOWN_GRACE, rejects_the_row};
 pub use store::{Backlog, Outbox, Quarantined};

@@ -25,7 +25,12 @@
 //!   out forever shows in the outbox's oldest-age alert instead.
 //! - the producer's fatal codes (`kafka::producer::FATAL_CODES`) stop the relay, and with it
 //!   the process, for a restart.
+//!
+//! **Shutdown.** A cancelled relay claims nothing more, marks the acks that arrive within
+//! [`SHUTDOWN_GRACE`], and releases the claims of the rows still in flight, so that a broker
+//! outage can't hold shutdown past its deadline nor keep those rows from another replica.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -70,6 +75,11 @@ pub fn rejects_the_row(error: &PublishError) -> bool {
         PublishError::Canceled => false,
     }
 }
+
+/// How long a cancelled relay still waits for its sends in flight. Short enough to fit any
+/// shutdown deadline even while the broker is down (a send may take the whole
+/// `kafka.producer.delivery_timeout`, 30 s by default).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Publishes an [`Outbox`]'s rows until cancelled. Run it as a supervised task.
 pub struct Relay {
@@ -129,10 +139,11 @@ impl Relay {
         }
     }
 
-    /// Publishes until `token` is cancelled, then waits for the sends in flight (each ends
-    /// within the producer's delivery timeout) and marks the acknowledged ones. Returns an
-    /// error only when the producer is fatally broken; everything else is retried with
-    /// backoff while rows wait.
+    /// Publishes until `token` is cancelled, then waits up to [`SHUTDOWN_GRACE`] for the sends
+    /// in flight and marks the acknowledged ones; rows still unacknowledged after it are
+    /// released for the next relay (published again if their ack was merely late:
+    /// at-least-once). Returns an error only when the producer is fatally broken; everything
+    /// else is retried with backoff while rows wait.
     pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
         if self.outbox.backend == Backend::Sqlite {
             // One relay per SQLite file: claims left by a killed run are ours to drop.
@@ -144,6 +155,9 @@ impl Relay {
         }
         let mut listener = self.listen().await;
         let mut in_flight = FuturesUnordered::new();
+        // The ids of the rows in flight, to release them if shutdown can't wait for them.
+        let mut sending: HashSet<i64> = HashSet::new();
+        let mut give_up_at: Option<tokio::time::Instant> = None;
         // Acknowledged rows not yet marked (kept while the database fails).
         let mut unmarked: Vec<i64> = Vec::new();
         let mut claim_now = true;
@@ -153,6 +167,9 @@ impl Relay {
         let mut last_prune = Instant::now();
         loop {
             let stopping = token.is_cancelled();
+            if stopping && give_up_at.is_none() {
+                give_up_at = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+            }
             if !unmarked.is_empty() {
                 match self.outbox.mark_published(&unmarked).await {
                     Ok(()) => {
@@ -172,6 +189,7 @@ impl Relay {
                     Ok(rows) => {
                         db_backoff = None;
                         for row in rows {
+                            sending.insert(row.id);
                             in_flight.push(send(self.publisher.clone(), row));
                         }
                     }
@@ -213,6 +231,9 @@ impl Relay {
                     while let Some(Some(sent)) = in_flight.next().now_or_never() {
                         done.push(sent);
                     }
+                    for sent in &done {
+                        sending.remove(&sent.id);
+                    }
                     if let Some(fatal) = self.settle(done, &mut unmarked).await {
                         if let Err(err) = self.outbox.mark_published(&unmarked).await {
                             tracing::warn!(error = %err, "cannot mark the last acknowledged rows");
@@ -223,12 +244,34 @@ impl Relay {
                     claim_now = true;
                 }
                 () = token.cancelled(), if !stopping => {}
+                () = tokio::time::sleep_until(give_up_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if give_up_at.is_some() => {
+                    self.give_up(&sending, &unmarked).await;
+                    return Ok(());
+                }
                 () = self.outbox.wake.notified() => claim_now = true,
                 () = notified => claim_now = true,
                 () = tokio::time::sleep(wait) => claim_now = true,
             }
         }
         Ok(())
+    }
+
+    /// Shutdown could not wait any longer: marks what was acknowledged and releases the claims
+    /// of the rows still in flight, so that another replica (or the next run) takes them now
+    /// rather than after `outbox.claim_timeout`.
+    async fn give_up(&self, sending: &HashSet<i64>, unmarked: &[i64]) {
+        if let Err(err) = self.outbox.mark_published(unmarked).await {
+            tracing::warn!(error = %err, "cannot mark the last acknowledged rows; they will be published again");
+        }
+        let ids: Vec<i64> = sending.iter().copied().collect();
+        match self.outbox.release_claims_on(&ids).await {
+            Ok(()) => tracing::info!(
+                rows = ids.len(),
+                "stopped with sends in flight; their rows are left for the next relay"
+            ),
+            Err(err) => tracing::warn!(error = %err, "cannot release the rows in flight"),
+        }
     }
 
     fn database_failed(&self, backoff: &mut Option<Duration>, err: &sqlx::Error, what: &str) {

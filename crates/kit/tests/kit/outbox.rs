@@ -20,6 +20,7 @@ spine_kit::on_sqlite_and_postgres!(
     published_rows_are_pruned_after_their_retention,
     an_oversize_row_is_quarantined_while_other_keys_flow_and_its_key_waits_behind_it,
     a_released_row_is_published_and_its_key_follows_in_order,
+    a_relay_stopped_during_an_outage_leaves_its_rows_to_the_next_one_at_once,
 );
 
 mod postgres_notify {
@@ -400,4 +401,62 @@ async fn a_released_row_is_published_and_its_key_follows_in_order(backend: Backe
         "released, then its key in order"
     );
     assert_eq!(outbox.quarantined().await.unwrap(), vec![]);
+}
+
+async fn a_relay_stopped_during_an_outage_leaves_its_rows_to_the_next_one_at_once(
+    backend: Backend,
+) {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("outbox-stop", PARTITIONS, 1).unwrap();
+    let mut kafka = settings();
+    kafka.bootstrap_servers = mock.bootstrap_servers();
+    // Sends hang for the whole delivery timeout: longer than any shutdown may wait.
+    kafka.producer.delivery_timeout = Duration::from_secs(120);
+    let (db, outbox) = open(backend).await;
+    for k in 0..3 {
+        write(&outbox, &row("outbox-stop", &format!("key-{k}"), 0), true).await;
+    }
+    mock.broker_down(1).unwrap();
+    // Claims that would otherwise block the next relay for ten minutes.
+    let held = OutboxSettings {
+        claim_timeout: Duration::from_secs(600),
+        ..relay_settings()
+    };
+    let (token, relay) = start_relay_with(&db, &outbox, &kafka, held.clone());
+    let claimed = async {
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM spine_outbox WHERE not_before IS NOT NULL",
+            )
+            .fetch_one(outbox.pool())
+            .await
+            .unwrap();
+            if n == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), claimed)
+        .await
+        .expect("the relay claims the rows");
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), relay)
+        .await
+        .expect("the relay stops within its grace, not the delivery timeout")
+        .unwrap()
+        .unwrap();
+    let still_claimed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM spine_outbox WHERE not_before IS NOT NULL")
+            .fetch_one(outbox.pool())
+            .await
+            .unwrap();
+    assert_eq!(still_claimed, 0, "the rows in flight were released");
+
+    mock.broker_up(1).unwrap();
+    let (token, relay) = start_relay_with(&db, &outbox, &kafka, held);
+    let received = read_settled(&kafka, "outbox-stop", 3, Duration::from_secs(30));
+    token.cancel();
+    relay.await.unwrap().unwrap();
+    assert_eq!(received.len(), 3, "the next relay publishes them");
 }
