@@ -235,9 +235,8 @@ impl Relay {
                         sending.remove(&sent.id);
                     }
                     if let Some(fatal) = self.settle(done, &mut unmarked).await {
-                        if let Err(err) = self.outbox.mark_published(&unmarked).await {
-                            tracing::warn!(error = %err, "cannot mark the last acknowledged rows");
-                        }
+                        // The process restarts: leave the other rows in flight to the next relay.
+                        self.give_up(&sending, &unmarked).await;
                         return Err(fatal.into());
                     }
                     // A key whose row was acknowledged has a new head.
@@ -265,6 +264,9 @@ impl Relay {
             tracing::warn!(error = %err, "cannot mark the last acknowledged rows; they will be published again");
         }
         let ids: Vec<i64> = sending.iter().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
         match self.outbox.release_claims_on(&ids).await {
             Ok(()) => tracing::info!(
                 rows = ids.len(),
