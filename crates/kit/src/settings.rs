@@ -27,7 +27,8 @@ pub struct KitSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxSettings {
-    /// Rows the relay claims and publishes per round.
+    /// Sends the relay keeps in flight at most (each the oldest unpublished row of its key).
+    /// As each is acknowledged, the row is marked and its key's next row claimed.
     pub batch_size: u32,
     /// How often the relay looks for rows when nothing woke it (a commit in this process or,
     /// on PostgreSQL, a NOTIFY from another replica wakes it at once).
@@ -42,12 +43,26 @@ pub struct OutboxSettings {
     /// How often pruning runs.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
-    /// Backoff after a failed round (broker down), doubling up to `max_backoff`.
+    /// Backoff of a row after its first failed send, doubling with each further failure up to
+    /// `max_backoff`. Only the failing row's key waits; other keys keep flowing. Also the
+    /// first wait after a failed database call.
     #[serde(with = "humantime_serde")]
     pub initial_backoff: Duration,
-    /// The longest wait between failed rounds.
+    /// The longest wait before a failed row (or the database) is tried again.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Sends of a row that may fail with an error about the row itself (larger than
+    /// `message.max.bytes`, invalid record…) before the row is quarantined: no longer
+    /// retried, counted by `spine_outbox_quarantined_rows`, its key's later rows held behind
+    /// it until an operator releases or discards it (docs/runbook.md). Broker outages and
+    /// timeouts never count. 0 never quarantines.
+    pub quarantine_after: u32,
+    /// How long a relay holds the rows it is sending before another relay may take them: if a
+    /// replica dies mid-send, its rows wait this long. Keep it above
+    /// `kafka.producer.delivery_timeout`, or a slow send may be published twice. (On SQLite a
+    /// restarted relay drops its old claims at once.)
+    #[serde(with = "humantime_serde")]
+    pub claim_timeout: Duration,
 }
 
 impl Default for OutboxSettings {
@@ -60,6 +75,8 @@ impl Default for OutboxSettings {
             prune_interval: Duration::from_secs(60),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            quarantine_after: 5,
+            claim_timeout: Duration::from_secs(60),
         }
     }
 }

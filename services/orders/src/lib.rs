@@ -6,7 +6,8 @@
 //! - [`settings`]: the service's settings;
 //! - [`domain`]: the request, its validation and the order status;
 //! - [`store`]: orders, lines and history, written with their outbox rows;
-//! - [`routes`]: the HTTP API and its errors;
+//! - [`routes`]: the HTTP API, its errors and the health probes (readiness follows the
+//!   database, not the broker: the outbox exists to accept orders through a broker outage);
 //! - [`reactions`]: the consumer of inventory's facts;
 //! - [`Application`]: builds everything and runs it under one supervisor.
 
@@ -38,8 +39,6 @@ use crate::store::OrderStore;
 pub struct AppState {
     /// Orders and their outbox.
     pub store: OrderStore,
-    /// The producer, for the readiness probe.
-    pub publisher: Publisher,
     /// Backlog above which POST answers 503.
     pub max_backlog: i64,
     /// `Retry-After` of that 503.
@@ -85,7 +84,7 @@ impl Application {
         let publisher = Publisher::new(kafka, "orders")?;
         let relay = Relay::new(
             outbox,
-            publisher.clone(),
+            publisher,
             settings.outbox.clone(),
             &settings.database.url,
         );
@@ -96,7 +95,6 @@ impl Application {
             listener,
             state: AppState {
                 store,
-                publisher,
                 max_backlog: settings.outbox.max_backlog,
                 retry_after_secs: settings.http.retry_after_secs,
                 body_limit: settings.http.body_limit,

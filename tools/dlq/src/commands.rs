@@ -1,7 +1,7 @@
 //! The four commands over one DLQ: what `main` calls once the arguments are parsed. Each writes
 //! its human (or JSON) output to the writer it is given.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
 
 use spine_kit::kafka::Publisher;
@@ -9,6 +9,7 @@ use spine_kit::settings::KafkaSettings;
 
 use crate::error::DlqError;
 use crate::filter::Filter;
+use crate::position::{self, ReplayPosition};
 use crate::read;
 use crate::record::{DlqRecord, Position, now_millis, parked_topic};
 use crate::replay::{self, ReplayOptions, ReplayReport};
@@ -79,25 +80,7 @@ impl Dlq {
         include_parked: bool,
     ) -> Result<Vec<(DlqRecord, bool)>, DlqError> {
         let (records, parked) = self.scan().await?;
-        if let Some(missing) = filter
-            .positions
-            .iter()
-            .find(|p| !records.iter().any(|r| r.position == **p))
-        {
-            return Err(DlqError::NotFound {
-                topic: self.topic.clone(),
-                position: missing.to_string(),
-            });
-        }
-        Ok(records
-            .into_iter()
-            .filter(|r| filter.matches(r))
-            .map(|r| {
-                let is_parked = parked.contains(&r.position);
-                (r, is_parked)
-            })
-            .filter(|(_, is_parked)| include_parked || !is_parked)
-            .collect())
+        select_from(&self.topic, records, &parked, filter, include_parked)
     }
 
     async fn scan(&self) -> Result<(Vec<DlqRecord>, HashSet<Position>), DlqError> {
@@ -115,6 +98,36 @@ impl Dlq {
     fn publisher(&self) -> Result<Publisher, DlqError> {
         Ok(Publisher::new(&self.settings, "spine-dlq")?)
     }
+}
+
+/// The records of a scan matching `filter`, each with whether it was parked already. Parked
+/// records are left out unless `include_parked`. Explicit positions must all exist.
+fn select_from(
+    topic: &str,
+    records: Vec<DlqRecord>,
+    parked: &HashSet<Position>,
+    filter: &Filter,
+    include_parked: bool,
+) -> Result<Vec<(DlqRecord, bool)>, DlqError> {
+    if let Some(missing) = filter
+        .positions
+        .iter()
+        .find(|p| !records.iter().any(|r| r.position == **p))
+    {
+        return Err(DlqError::NotFound {
+            topic: topic.to_owned(),
+            position: missing.to_string(),
+        });
+    }
+    Ok(records
+        .into_iter()
+        .filter(|r| filter.matches(r))
+        .map(|r| {
+            let is_parked = parked.contains(&r.position);
+            (r, is_parked)
+        })
+        .filter(|(_, is_parked)| include_parked || !is_parked)
+        .collect())
 }
 
 /// `list`: one line (or JSON object) per matching record; returns how many.
@@ -165,7 +178,9 @@ pub async fn show(dlq: &Dlq, position: Position, out: &mut impl Write) -> Result
     Ok(())
 }
 
-/// `replay`: re-publishes the chosen records to their original topics.
+/// `replay`: re-publishes the chosen records to their original topics, except those the
+/// replay position says were replayed already (unless `--again`), then moves the position
+/// (see [`crate::position`]; a dry run moves nothing).
 pub async fn replay(
     dlq: &Dlq,
     filter: &Filter,
@@ -175,14 +190,40 @@ pub async fn replay(
     if options.rate == 0 {
         return Err(DlqError::Usage("--rate must be at least 1".to_owned()));
     }
-    let records: Vec<DlqRecord> = dlq
-        .select(filter, false)
-        .await?
+    let (all, parked) = dlq.scan().await?;
+    let chosen = select_from(&dlq.topic, all.clone(), &parked, filter, false)?;
+    let partitions: Vec<i32> = all
+        .iter()
+        .map(|r| r.position.partition)
+        .collect::<BTreeSet<_>>()
         .into_iter()
-        .map(|(r, _)| r)
         .collect();
+    let old = blocking({
+        let (settings, topic) = (dlq.settings.clone(), dlq.topic.clone());
+        move || position::read(&settings, &topic, &partitions)
+    })
+    .await?;
+    let mut report = ReplayReport::default();
+    let mut records = Vec::with_capacity(chosen.len());
+    for (record, _) in chosen {
+        // A park candidate or an unreplayable record an unfiltered replay passed over is not
+        // "replayed": it goes on to be skipped again, for its own reason.
+        let passed_over = (record.is_park_candidate() && !options.force)
+            || replay::replay_record(&record).is_err();
+        if !options.again && !passed_over && position::is_replayed(&old, record.position) {
+            report.already_replayed.push(record.position);
+        } else {
+            records.push(record);
+        }
+    }
     let publisher = dlq.publisher()?;
-    let report = replay::replay(&publisher, &records, options).await?;
+    let published = replay::replay_into(&publisher, &records, options, &mut report).await;
+    // Remember what went out even when a later publish failed.
+    let remembered = if options.dry_run {
+        Ok(())
+    } else {
+        remember(dlq, filter, &old, &all, &parked, &mut report).await
+    };
     let verb = if options.dry_run {
         "would replay"
     } else {
@@ -217,14 +258,76 @@ pub async fn replay(
     for (position, why) in &report.invalid {
         writeln!(out, "skipped {position}: cannot replay: {why}")?;
     }
+    if !report.already_replayed.is_empty() {
+        writeln!(
+            out,
+            "skipped {} already replayed (below the replay position kept by group {}; --again replays them)",
+            report.already_replayed.len(),
+            position::replay_group(&dlq.topic)
+        )?;
+    }
+    if report.replayed_beyond_position > 0 {
+        writeln!(
+            out,
+            "note: {} replayed record(s) lie past a record this filtered replay left out, so the \
+             replay position cannot cover them: a rerun with the same filter replays them again \
+             (their effects still apply once); an unfiltered replay covers them",
+            report.replayed_beyond_position
+        )?;
+    }
     writeln!(
         out,
-        "{verb} {}, skipped {} park candidate(s), {} invalid",
+        "{verb} {}, skipped {} already replayed, skipped {} park candidate(s), {} invalid",
         report.replayed.len(),
+        report.already_replayed.len(),
         report.skipped_park_candidates.len(),
         report.invalid.len()
     )?;
+    published?;
+    remembered?;
     Ok(report)
+}
+
+/// Moves and commits the replay position after a (partial) replay, and counts the replayed
+/// records it cannot cover.
+async fn remember(
+    dlq: &Dlq,
+    filter: &Filter,
+    old: &ReplayPosition,
+    all: &[DlqRecord],
+    parked: &HashSet<Position>,
+    report: &mut ReplayReport,
+) -> Result<(), DlqError> {
+    let replayed: HashSet<Position> = report.replayed.iter().map(|r| r.from).collect();
+    let unfiltered = filter.is_unfiltered();
+    let passed_over: HashSet<Position> = report
+        .skipped_park_candidates
+        .iter()
+        .copied()
+        .chain(report.invalid.iter().map(|(p, _)| *p))
+        .collect();
+    let moved = position::advance(old, all, |r| {
+        replayed.contains(&r.position)
+            || parked.contains(&r.position)
+            || (unfiltered && passed_over.contains(&r.position))
+    });
+    let mut new = old.clone();
+    new.extend(moved.iter().map(|(p, o)| (*p, *o)));
+    report.replayed_beyond_position = replayed
+        .iter()
+        .filter(|p| !position::is_replayed(&new, **p))
+        .count();
+    let (settings, topic) = (dlq.settings.clone(), dlq.topic.clone());
+    blocking(move || position::commit(&settings, &topic, &moved)).await
+}
+
+/// Runs blocking librdkafka calls off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DlqError> + Send + 'static,
+) -> Result<T, DlqError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DlqError::Internal(format!("a blocking task failed: {e}")))?
 }
 
 /// `park`: moves the chosen records to `<dlq>.parked`. Without explicit positions only park

@@ -50,6 +50,12 @@ impl Filter {
         topic && error && key && since && until && position
     }
 
+    /// Whether nothing narrows the selection: every record is chosen. Only such a replay
+    /// moves the replay position over records it passes over (see [`crate::position`]).
+    pub fn is_unfiltered(&self) -> bool {
+        *self == Self::default()
+    }
+
     /// Whether the operator named positions explicitly.
     pub fn is_explicit(&self) -> bool {
         !self.positions.is_empty()

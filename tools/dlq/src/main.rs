@@ -10,8 +10,11 @@ use spine_dlq::{Dlq, DlqError, Filter, Position, ReplayOptions, commands, filter
 const AFTER_HELP: &str = "\
 Replaying is safe: a record goes back to its ORIGINAL topic with its original key and headers \
 (event-id included) plus replay-count, so the same consumers and their inboxes handle it and an \
-effect already applied is not applied twice. Nothing is remembered server-side: replaying twice \
-publishes twice; the inbox applies the effect once. A record whose headers carry replay-count >= 1 \
+effect already applied is not applied twice. Replays are remembered: the committed offsets of the \
+group spine-dlq.<dlq>.replay mark what was replayed, so a rerun skips it (\"skipped N already \
+replayed\"; --again replays it anyway). An unfiltered replay moves that position over everything it \
+handled; a filtered one only over records it replayed in a row, never past a record it left out. \
+A record whose headers carry replay-count >= 1 \
 failed again after a replay: list marks it PARKED-CANDIDATE, replay skips it unless --force, and \
 park moves it to <dlq>.parked.
 
@@ -71,6 +74,9 @@ enum Command {
         /// Replay records that already failed after a replay too.
         #[arg(long)]
         force: bool,
+        /// Replay records an earlier replay already replayed too.
+        #[arg(long)]
+        again: bool,
     },
     /// Move records to `<dlq>.parked`: the given positions, else every PARKED-CANDIDATE the
     /// filters match.
@@ -176,12 +182,14 @@ async fn run(cli: Cli) -> Result<(), DlqError> {
             rate,
             dry_run,
             force,
+            again,
         } => {
             let filter = filters.build(&positions)?;
             let options = ReplayOptions {
                 rate,
                 dry_run,
                 force,
+                again,
             };
             commands::replay(&dlq, &filter, &options, &mut out).await?;
         }

@@ -3,8 +3,9 @@
 //! **Replay** re-publishes a DLQ record to its original topic, with its original key, value
 //! and headers (the `dlq-*` ones dropped) and `replay-count` set one higher than the record
 //! carried. The same consumers, with their inboxes, handle it again: an effect that was
-//! already applied is skipped by the inbox, so replaying a record twice publishes it twice but
-//! applies its effect once. Nothing is remembered server-side.
+//! already applied is skipped by the inbox. The `replay` command also remembers what it
+//! replayed (a committed position per DLQ partition, [`crate::position`]), so a rerun does
+//! not publish the same records again.
 //!
 //! A record that already carries `replay-count` ≥ 1 failed again after a replay: replaying it
 //! once more would loop, so [`replay`] skips it unless forced. **Park** copies such records to
@@ -36,6 +37,8 @@ pub struct ReplayOptions {
     pub dry_run: bool,
     /// Replay park candidates too.
     pub force: bool,
+    /// Replay records below the replay position (already replayed) too.
+    pub again: bool,
 }
 
 impl Default for ReplayOptions {
@@ -44,6 +47,7 @@ impl Default for ReplayOptions {
             rate: 10,
             dry_run: false,
             force: false,
+            again: false,
         }
     }
 }
@@ -68,6 +72,12 @@ pub struct ReplayReport {
     pub skipped_park_candidates: Vec<Position>,
     /// Records that cannot be replayed (no `dlq-original-topic`), with why.
     pub invalid: Vec<(Position, String)>,
+    /// Chosen records left alone because an earlier replay replayed them (they lie below the
+    /// replay position, see [`crate::position`]).
+    pub already_replayed: Vec<Position>,
+    /// Records replayed now that the replay position cannot cover (a filtered replay left
+    /// out a record before them): a rerun with the same filter replays them again.
+    pub replayed_beyond_position: usize,
 }
 
 /// The record that replays `record`: to its original topic, same key and value, original
@@ -118,6 +128,17 @@ pub async fn replay(
     options: &ReplayOptions,
 ) -> Result<ReplayReport, DlqError> {
     let mut report = ReplayReport::default();
+    replay_into(publisher, records, options, &mut report).await?;
+    Ok(report)
+}
+
+/// [`replay`] into `report`, which keeps what was replayed before a publish failed.
+pub async fn replay_into(
+    publisher: &Publisher,
+    records: &[DlqRecord],
+    options: &ReplayOptions,
+    report: &mut ReplayReport,
+) -> Result<(), DlqError> {
     let mut limiter = RateLimiter::new(options.rate)?;
     for record in records {
         if record.is_park_candidate() && !options.force {
@@ -151,7 +172,7 @@ pub async fn replay(
             to,
         });
     }
-    Ok(report)
+    Ok(())
 }
 
 /// A new root span per replayed record, linked to the trace the record was first part of (the

@@ -5,12 +5,19 @@
 //!
 //! - [`Outbox::enqueue`] adds a row inside the caller's transaction; [`Outbox::committed`]
 //!   wakes the relay after the commit.
-//! - [`Relay`] claims the oldest unpublished row of each key, publishes, and marks rows
-//!   published only after the broker acknowledged them.
+//! - [`Relay`] claims the oldest unpublished row of each key, publishes, and marks each row
+//!   published as soon as the broker acknowledged it. A failing key backs off alone; a row
+//!   the broker keeps rejecting is [`Quarantined`], holding its key's later rows behind it.
 //! - [`Outbox::backlog`] tells the API when to shed load.
+//!
+//! # Layout
+//! - `store`: the table, its migrations, enqueueing, backlog, pruning and the quarantine API;
+//! - `claim`: the relay's row lifecycle (claim, mark, record a failure);
+//! - `relay`: the relay loop and the choice of which failures count toward the quarantine.
 
+mod claim;
 mod relay;
 mod store;
 
-pub use relay::Relay;
-pub use store::{Backlog, Outbox};
+pub use relay::{ROW_REJECTION_CODES, Relay, SHUTDOWN_GRACE, rejects_the_row};
+pub use store::{Backlog, Outbox, Quarantined};

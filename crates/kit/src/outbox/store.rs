@@ -55,7 +55,25 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: "CREATE INDEX spine_outbox_unpublished ON spine_outbox (id) WHERE published_at IS NULL;",
         postgres: "CREATE INDEX spine_outbox_unpublished ON spine_outbox (id) WHERE published_at IS NULL;",
     },
+    // Failure isolation: a row carries its own claim and backoff (`not_before`), its failed
+    // attempts, and a quarantine mark, so that one failing key waits alone and a row that can
+    // never be published stops being retried without letting its key's later rows overtake it.
+    Migration {
+        version: 3,
+        name: "outbox claims, failures and quarantine",
+        sqlite: QUARANTINE_COLUMNS,
+        postgres: QUARANTINE_COLUMNS,
+    },
 ];
+
+/// The same DDL on both backends (plain BIGINT and TEXT columns, a partial index).
+const QUARANTINE_COLUMNS: &str = "
+    ALTER TABLE spine_outbox ADD COLUMN not_before BIGINT;
+    ALTER TABLE spine_outbox ADD COLUMN failures BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE spine_outbox ADD COLUMN rejections BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE spine_outbox ADD COLUMN last_error TEXT;
+    ALTER TABLE spine_outbox ADD COLUMN quarantined_at BIGINT;
+    CREATE INDEX spine_outbox_quarantined ON spine_outbox (id) WHERE quarantined_at IS NOT NULL;";
 
 /// The PostgreSQL channel the outbox trigger notifies.
 pub(super) const CHANNEL: &str = "spine_outbox";
@@ -81,6 +99,25 @@ impl Backlog {
             oldest => Duration::from_millis(u64::try_from(now_millis() - oldest).unwrap_or(0)),
         }
     }
+}
+
+/// A row the relay stopped retrying because publishing it failed `outbox.quarantine_after`
+/// times with an error about the row itself. Its key's later rows wait behind it until it is
+/// released ([`Outbox::release`]) or discarded ([`Outbox::discard`]); docs/runbook.md says how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The row's id in `spine_outbox`.
+    pub id: i64,
+    /// Its destination topic.
+    pub topic: String,
+    /// Its key (the aggregate id).
+    pub key: Option<Vec<u8>>,
+    /// Sends that failed with an error about the row itself.
+    pub rejections: i64,
+    /// The last error.
+    pub last_error: String,
+    /// When it was quarantined (milliseconds since the epoch).
+    pub quarantined_at: i64,
 }
 
 /// The outbox of one service database. Cheap to clone.
@@ -160,6 +197,13 @@ impl Outbox {
             .oldest_created_at
             .store(oldest.unwrap_or(0), Ordering::Relaxed);
         metrics::gauge!("spine_outbox_backlog_rows").set(rows as f64);
+        let quarantined: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM spine_outbox
+             WHERE quarantined_at IS NOT NULL AND published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        metrics::gauge!("spine_outbox_quarantined_rows").set(quarantined as f64);
         metrics::gauge!("spine_outbox_oldest_age_seconds")
             .set(self.backlog.oldest_age().as_secs_f64());
         Ok(())
@@ -176,6 +220,43 @@ impl Outbox {
         .await?
         .rows_affected();
         Ok(pruned)
+    }
+
+    /// The quarantined rows, oldest first.
+    pub async fn quarantined(&self) -> Result<Vec<Quarantined>, sqlx::Error> {
+        super::claim::quarantined(&self.pool).await
+    }
+
+    /// Lifts the quarantine of row `id` (after fixing its cause, e.g. raising
+    /// `message.max.bytes`): the relay tries it again with a fresh count of rejections.
+    /// Returns whether such a quarantined row existed.
+    pub async fn release(&self, id: i64) -> Result<bool, sqlx::Error> {
+        let released = sqlx::query(
+            "UPDATE spine_outbox SET quarantined_at = NULL, rejections = 0, not_before = NULL
+             WHERE id = $1 AND quarantined_at IS NOT NULL AND published_at IS NULL",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        self.wake.notify_one();
+        Ok(released == 1)
+    }
+
+    /// Deletes quarantined row `id` for good, so that its key's later rows are published. The
+    /// event is lost to consumers: save it first (docs/runbook.md). Returns whether such a
+    /// quarantined row existed.
+    pub async fn discard(&self, id: i64) -> Result<bool, sqlx::Error> {
+        let discarded = sqlx::query(
+            "DELETE FROM spine_outbox
+             WHERE id = $1 AND quarantined_at IS NOT NULL AND published_at IS NULL",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        self.wake.notify_one();
+        Ok(discarded == 1)
     }
 
     /// The pool, for the service's own queries.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rdkafka::mocking::MockCluster;
 use spine_kit::db::Backend;
 use spine_kit::kafka::{Headers, OutgoingRecord, Publisher};
-use spine_kit::outbox::{Outbox, Relay};
+use spine_kit::outbox::{Outbox, Quarantined, Relay};
 use spine_kit::settings::{KafkaSettings, OutboxSettings};
 use spine_kit::testing::{TestDatabase, fresh_database};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,9 @@ spine_kit::on_sqlite_and_postgres!(
     committed_rows_are_published_once_in_order_per_key_and_rolled_back_ones_never,
     rows_wait_while_the_broker_is_down_and_are_published_in_order_after,
     published_rows_are_pruned_after_their_retention,
+    an_oversize_row_is_quarantined_while_other_keys_flow_and_its_key_waits_behind_it,
+    a_released_row_is_published_and_its_key_follows_in_order,
+    a_relay_stopped_during_an_outage_leaves_its_rows_to_the_next_one_at_once,
 );
 
 mod postgres_notify {
@@ -41,9 +44,12 @@ fn relay_settings() -> OutboxSettings {
         poll_interval: Duration::from_millis(100),
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(500),
+        quarantine_after: QUARANTINE_AFTER,
         ..OutboxSettings::default()
     }
 }
+
+const QUARANTINE_AFTER: u32 = 3;
 
 async fn open(backend: Backend) -> (TestDatabase, Outbox) {
     let db = fresh_database(backend).await;
@@ -60,13 +66,20 @@ fn start_relay(
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
+    start_relay_with(db, outbox, kafka, relay_settings())
+}
+
+fn start_relay_with(
+    db: &TestDatabase,
+    outbox: &Outbox,
+    kafka: &KafkaSettings,
+    settings: OutboxSettings,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let publisher = Publisher::new(kafka, "relay").unwrap();
-    let relay = Relay::new(
-        outbox.clone(),
-        publisher,
-        relay_settings(),
-        &db.settings.url,
-    );
+    let relay = Relay::new(outbox.clone(), publisher, settings, &db.settings.url);
     let token = CancellationToken::new();
     (token.clone(), tokio::spawn(relay.run(token)))
 }
@@ -199,7 +212,16 @@ async fn rows_wait_while_the_broker_is_down_and_are_published_in_order_after(bac
     kafka.producer.delivery_timeout = Duration::from_secs(2);
     let (db, outbox) = open(backend).await;
     mock.broker_down(1).unwrap();
-    let (token, relay) = start_relay(&db, &outbox, &kafka);
+    // Every failed send would quarantine its row if an outage counted.
+    let (token, relay) = start_relay_with(
+        &db,
+        &outbox,
+        &kafka,
+        OutboxSettings {
+            quarantine_after: 1,
+            ..relay_settings()
+        },
+    );
     for seq in 0..5 {
         for k in 0..3 {
             write(
@@ -219,8 +241,15 @@ async fn rows_wait_while_the_broker_is_down_and_are_published_in_order_after(bac
     );
     assert!(outbox.backlog().oldest_age() >= Duration::from_secs(2));
 
+    assert_eq!(
+        outbox.quarantined().await.unwrap(),
+        vec![],
+        "an outage quarantines nothing"
+    );
+
     mock.broker_up(1).unwrap();
     let received = read_settled(&kafka, "outbox-outage", 15, Duration::from_secs(30));
+    assert!(eventually(Duration::from_secs(10), || outbox.backlog().rows() == 0).await);
     token.cancel();
     relay.await.unwrap().unwrap();
 
@@ -272,4 +301,162 @@ async fn a_commit_elsewhere_wakes_the_relay_through_notify(backend: Backend) {
     token.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(received.len(), 1, "published long before the next poll");
+}
+
+/// A row over librdkafka's `message.max.bytes` (1,000,000 by default): rejected on every send.
+fn oversize(topic: &str, key: &str) -> OutgoingRecord {
+    OutgoingRecord {
+        payload: vec![b'x'; 1_200_000],
+        ..row(topic, key, 99)
+    }
+}
+
+/// Polls the outbox until `n` rows are quarantined.
+async fn wait_for_quarantined(outbox: &Outbox, n: usize) -> Vec<Quarantined> {
+    for _ in 0..300 {
+        let quarantined = outbox.quarantined().await.unwrap();
+        if quarantined.len() >= n {
+            return quarantined;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    outbox.quarantined().await.unwrap()
+}
+
+async fn an_oversize_row_is_quarantined_while_other_keys_flow_and_its_key_waits_behind_it(
+    backend: Backend,
+) {
+    let fx = Fixture::new(settings()).await;
+    let (db, outbox) = open(backend).await;
+    write(&outbox, &row(&fx.topic, "big", 0), true).await;
+    write(&outbox, &oversize(&fx.topic, "big"), true).await;
+    for seq in [2, 3] {
+        write(&outbox, &row(&fx.topic, "big", seq), true).await;
+    }
+    for seq in 0..5 {
+        write(&outbox, &row(&fx.topic, "small", seq), true).await;
+    }
+    let (token, relay) = start_relay(&db, &outbox, &fx.settings);
+
+    let quarantined = wait_for_quarantined(&outbox, 1).await;
+    let received = read_settled(&fx.settings, &fx.topic, 6, Duration::from_secs(30));
+    assert_eq!(quarantined.len(), 1, "the oversize row is quarantined");
+    let row = &quarantined[0];
+    assert_eq!(row.key.as_deref(), Some(&b"big"[..]));
+    assert_eq!(row.rejections, i64::from(QUARANTINE_AFTER));
+    assert!(
+        row.last_error.contains("MessageSizeTooLarge"),
+        "{}",
+        row.last_error
+    );
+    let keys = per_key(&received);
+    assert_eq!(keys["small"], vec![0, 1, 2, 3, 4], "the other key flows");
+    assert_eq!(
+        keys["big"],
+        vec![0],
+        "the quarantined key's later rows wait behind it"
+    );
+    outbox.refresh_backlog().await.unwrap();
+    assert_eq!(
+        outbox.backlog().rows(),
+        3,
+        "the quarantined row and the two held"
+    );
+
+    // Discarding it (the runbook's last resort) lets the held rows go, in order.
+    assert!(outbox.discard(row.id).await.unwrap());
+    let received = read_settled(&fx.settings, &fx.topic, 8, Duration::from_secs(30));
+    assert!(eventually(Duration::from_secs(10), || outbox.backlog().rows() == 0).await);
+    token.cancel();
+    relay.await.unwrap().unwrap();
+    assert_eq!(received.len(), 8, "each publishable row once");
+    assert_eq!(per_key(&received)["big"], vec![0, 2, 3]);
+}
+
+async fn a_released_row_is_published_and_its_key_follows_in_order(backend: Backend) {
+    let fx = Fixture::new(settings()).await;
+    let (db, outbox) = open(backend).await;
+    write(&outbox, &oversize(&fx.topic, "key"), true).await;
+    write(&outbox, &row(&fx.topic, "key", 1), true).await;
+    let (token, relay) = start_relay(&db, &outbox, &fx.settings);
+    let quarantined = wait_for_quarantined(&outbox, 1).await;
+    assert_eq!(quarantined.len(), 1);
+
+    // The fix (here: a smaller payload; in production e.g. a larger message.max.bytes), then
+    // the release.
+    sqlx::query("UPDATE spine_outbox SET payload = $1 WHERE id = $2")
+        .bind(b"0".to_vec())
+        .bind(quarantined[0].id)
+        .execute(outbox.pool())
+        .await
+        .unwrap();
+    assert!(outbox.release(quarantined[0].id).await.unwrap());
+    let received = read_settled(&fx.settings, &fx.topic, 2, Duration::from_secs(30));
+    assert!(eventually(Duration::from_secs(10), || outbox.backlog().rows() == 0).await);
+    token.cancel();
+    relay.await.unwrap().unwrap();
+    assert_eq!(
+        per_key(&received)["key"],
+        vec![0, 1],
+        "released, then its key in order"
+    );
+    assert_eq!(outbox.quarantined().await.unwrap(), vec![]);
+}
+
+async fn a_relay_stopped_during_an_outage_leaves_its_rows_to_the_next_one_at_once(
+    backend: Backend,
+) {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("outbox-stop", PARTITIONS, 1).unwrap();
+    let mut kafka = settings();
+    kafka.bootstrap_servers = mock.bootstrap_servers();
+    // Sends hang for the whole delivery timeout: longer than any shutdown may wait.
+    kafka.producer.delivery_timeout = Duration::from_secs(120);
+    let (db, outbox) = open(backend).await;
+    for k in 0..3 {
+        write(&outbox, &row("outbox-stop", &format!("key-{k}"), 0), true).await;
+    }
+    mock.broker_down(1).unwrap();
+    // Claims that would otherwise block the next relay for ten minutes.
+    let held = OutboxSettings {
+        claim_timeout: Duration::from_secs(600),
+        ..relay_settings()
+    };
+    let (token, relay) = start_relay_with(&db, &outbox, &kafka, held.clone());
+    let claimed = async {
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM spine_outbox WHERE not_before IS NOT NULL",
+            )
+            .fetch_one(outbox.pool())
+            .await
+            .unwrap();
+            if n == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), claimed)
+        .await
+        .expect("the relay claims the rows");
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(30), relay)
+        .await
+        .expect("the relay stops within its grace, not the delivery timeout")
+        .unwrap()
+        .unwrap();
+    let still_claimed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM spine_outbox WHERE not_before IS NOT NULL")
+            .fetch_one(outbox.pool())
+            .await
+            .unwrap();
+    assert_eq!(still_claimed, 0, "the rows in flight were released");
+
+    mock.broker_up(1).unwrap();
+    let (token, relay) = start_relay_with(&db, &outbox, &kafka, held);
+    let received = read_settled(&kafka, "outbox-stop", 3, Duration::from_secs(30));
+    token.cancel();
+    relay.await.unwrap().unwrap();
+    assert_eq!(received.len(), 3, "the next relay publishes them");
 }

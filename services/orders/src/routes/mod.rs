@@ -1,6 +1,7 @@
 //! HTTP routes.
 
 pub mod error;
+pub mod health;
 pub mod orders;
 
 use axum::Router;
@@ -12,13 +13,9 @@ use crate::AppState;
 /// The whole API: orders, health, metrics, with the body limit and per-request observation.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
-    let health = spine_kit::http::health_router(
-        state.store.outbox().pool().clone(),
-        state.publisher.inner().clone(),
-    );
     Router::new()
         .merge(orders::router())
-        .merge(health)
+        .merge(health::router())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
         .merge(spine_kit::telemetry::metrics_router())

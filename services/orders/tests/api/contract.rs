@@ -225,6 +225,7 @@ async fn health_and_metrics_answer(backend: Backend) {
         "spine_outbox_backlog_rows",
         "spine_outbox_oldest_age_seconds",
         "spine_outbox_publish_latency_seconds_bucket",
+        "spine_outbox_quarantined_rows",
     ] {
         assert!(
             metrics.contains(name),

@@ -1,6 +1,7 @@
 //! The broker down (librdkafka's mock cluster, fault injection): orders are still accepted
-//! until the outbox backlog reaches its bound, then shed with 503 and Retry-After; when the
-//! broker returns every accepted order is published, none lost.
+//! until the outbox backlog reaches its bound, then shed with 503 and Retry-After, and the
+//! service stays ready; when the broker returns every accepted order is published, none lost.
+//! The database gone (PostgreSQL refusing connections): not ready.
 
 use std::time::Duration;
 
@@ -14,6 +15,14 @@ use crate::support::*;
 spine_kit::on_sqlite_and_postgres!(
     orders_are_accepted_while_the_broker_is_down_shed_at_the_bound_and_published_after
 );
+
+mod postgres_outage {
+    // SQLite lives inside the process: only a database server can go away on its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readiness_fails_while_the_database_refuses_connections_and_returns_after() {
+        super::readiness_follows_the_database(spine_kit::db::Backend::Postgres).await
+    }
+}
 
 async fn orders_are_accepted_while_the_broker_is_down_shed_at_the_bound_and_published_after(
     backend: Backend,
@@ -34,6 +43,8 @@ async fn orders_are_accepted_while_the_broker_is_down_shed_at_the_bound_and_publ
     })
     .await;
     mock.broker_down(1).unwrap();
+    let ready = app.readyz().await;
+    assert_eq!(ready.0, 200, "ready with the broker down: {}", ready.1);
 
     let mut accepted = Vec::new();
     for _ in 0..BOUND {
@@ -52,6 +63,10 @@ async fn orders_are_accepted_while_the_broker_is_down_shed_at_the_bound_and_publ
         BOUND,
         "accepted orders wait in the outbox"
     );
+    let (status, body) = app.readyz().await;
+    assert_eq!(status, 200, "still ready while shedding: {body}");
+    assert_eq!(body["checks"]["database"], "ok");
+    assert_eq!(body["outbox"]["backlog_rows"], BOUND);
 
     mock.broker_up(1).unwrap();
     assert!(
@@ -89,4 +104,54 @@ async fn wait_for_empty_backlog(app: &TestApp) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+async fn readiness_follows_the_database(backend: Backend) {
+    // The broker is down too: readiness must not care.
+    let mock = MockCluster::new(1).unwrap();
+    let group = spine_kit::testing::unique("orders");
+    for topic in ["orders.events", "inventory.events", &format!("{group}.dlq")] {
+        mock.create_topic(topic, 3, 1).unwrap();
+    }
+    let app = spawn_app_with(backend, |s| {
+        s.kafka.bootstrap_servers = mock.bootstrap_servers();
+        s.kafka.topics.create_missing = false;
+        s.orders.consumer_group = group.clone();
+    })
+    .await;
+    mock.broker_down(1).unwrap();
+    assert_eq!(app.readyz().await.0, 200);
+
+    let database = app.database_name();
+    let admin = admin_pool().await;
+    let refuse = |allow: bool| format!("ALTER DATABASE {database} ALLOW_CONNECTIONS {allow}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(refuse(false)))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&database)
+    .execute(&admin)
+    .await
+    .unwrap();
+    let down = app.wait_for_readyz(503).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(refuse(true)))
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert_eq!(down["checks"]["database"], "unavailable", "{down}");
+    let up = app.wait_for_readyz(200).await;
+    assert_eq!(up["checks"]["database"], "ok", "{up}");
+    app.stop().await;
+}
+
+async fn admin_pool() -> sqlx::AnyPool {
+    let settings = spine_kit::settings::DatabaseSettings {
+        url: std::env::var("SPINE_TEST_POSTGRES_URL").unwrap().into(),
+        ..Default::default()
+    };
+    spine_kit::db::connect(&settings).await.unwrap().0
 }

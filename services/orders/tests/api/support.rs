@@ -140,6 +140,39 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `GET /readyz`: the status and the JSON body.
+    pub async fn readyz(&self) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}/readyz", self.address))
+            .send()
+            .await
+            .expect("GET /readyz");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `/readyz` until it answers `status`; returns that body.
+    pub async fn wait_for_readyz(&self, status: u16) -> Value {
+        let mut last = (0, Value::Null);
+        for _ in 0..150 {
+            last = self.readyz().await;
+            if last.0 == status {
+                return last.1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("/readyz never answered {status}; last {last:?}");
+    }
+
+    /// The database's name (PostgreSQL): the last segment of its URL.
+    pub fn database_name(&self) -> String {
+        use secrecy::ExposeSecret;
+        let url = self.settings.database.url.expose_secret();
+        let path = url.rsplit('/').next().unwrap_or_default();
+        path.split('?').next().unwrap_or_default().to_owned()
+    }
+
     pub async fn stop(self) {
         self.token.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.task)

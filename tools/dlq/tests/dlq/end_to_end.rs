@@ -93,8 +93,18 @@ async fn a_dead_lettered_record_replayed_after_the_fix_takes_effect_once() {
         .await,
         "the replayed record takes effect"
     );
-    // An operator replays again by mistake: delivered twice, applied once.
-    commands::replay(&fx.dlq, &Filter::default(), &options, &mut Vec::new())
+    // An operator reruns the replay by mistake: the tool remembers, nothing is published.
+    let rerun = commands::replay(&fx.dlq, &Filter::default(), &options, &mut Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(rerun.replayed.len(), 0, "{rerun:?}");
+    assert_eq!(rerun.already_replayed.len(), 1);
+    // Forced with --again: delivered twice, applied once.
+    let again = ReplayOptions {
+        again: true,
+        ..options
+    };
+    commands::replay(&fx.dlq, &Filter::default(), &again, &mut Vec::new())
         .await
         .unwrap();
     assert!(

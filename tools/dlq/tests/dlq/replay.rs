@@ -33,6 +33,19 @@ async fn a_dry_run_publishes_nothing() {
     );
     let landed = read_settled(&fx.settings, &fx.topic, 0, Duration::from_secs(2));
     assert!(landed.is_empty(), "a dry run published {landed:?}");
+    let real = commands::replay(
+        &fx.dlq,
+        &Filter::default(),
+        &ReplayOptions::default(),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        real.replayed.len(),
+        1,
+        "a dry run does not count as replayed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,4 +184,93 @@ async fn a_rate_limited_replay_replays_every_chosen_record_once() {
     assert!(report.replayed.iter().all(|r| r.to.is_some()));
     let landed = fx.read(&fx.topic, 6);
     assert_eq!(landed.len(), 6, "each record replayed exactly once");
+}
+
+async fn replay_all(fx: &Fixture, filter: &Filter) -> (spine_dlq::ReplayReport, String) {
+    let options = ReplayOptions {
+        rate: 50,
+        ..ReplayOptions::default()
+    };
+    let mut out = Vec::new();
+    let report = commands::replay(&fx.dlq, filter, &options, &mut out)
+        .await
+        .unwrap();
+    (report, String::from_utf8(out).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replay_replays_nothing_and_says_it_skipped_what_was_replayed() {
+    let fx = Fixture::new().await;
+    for i in 0..3 {
+        let key = format!("order-{i}");
+        fx.dead_letter(None, &key, b"v", &format!("e-{i}"), "boom", &[])
+            .await;
+    }
+    fx.dead_letter(None, "order-9", b"v", "e-9", "boom", &[(REPLAY_COUNT, "1")])
+        .await;
+
+    let (first, _) = replay_all(&fx, &Filter::default()).await;
+    assert_eq!(first.replayed.len(), 3);
+    assert_eq!(first.skipped_park_candidates.len(), 1);
+    let (second, text) = replay_all(&fx, &Filter::default()).await;
+    assert_eq!(second.replayed.len(), 0, "{text}");
+    assert_eq!(second.already_replayed.len(), 3, "{text}");
+    assert_eq!(
+        second.skipped_park_candidates.len(),
+        1,
+        "still a park candidate, not 'replayed'"
+    );
+    assert!(text.contains("skipped 3 already replayed"), "{text}");
+    assert!(text.contains("replayed 0,"), "{text}");
+    let landed = fx.read(&fx.topic, 3);
+    assert_eq!(landed.len(), 3, "each record published once over both runs");
+
+    // A record dead-lettered since is replayed, and only it.
+    fx.dead_letter(None, "order-4", b"v", "e-4", "boom", &[])
+        .await;
+    let (third, text) = replay_all(&fx, &Filter::default()).await;
+    let events: Vec<_> = third
+        .replayed
+        .iter()
+        .map(|r| r.record.headers.get_str(EVENT_ID))
+        .collect();
+    assert_eq!(events, [Some("e-4")], "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_replay_never_moves_the_position_past_a_record_it_left_out() {
+    let fx = Fixture::new().await;
+    // One key: one DLQ partition, in this order.
+    for (event, error) in [("e-0", "timeout"), ("e-1", "boom"), ("e-2", "timeout")] {
+        fx.dead_letter(None, "order-1", b"v", event, error, &[])
+            .await;
+    }
+    let timeouts = Filter {
+        error: Some("timeout".into()),
+        ..Filter::default()
+    };
+    let replayed_events = |report: &spine_dlq::ReplayReport| -> Vec<String> {
+        report
+            .replayed
+            .iter()
+            .map(|r| r.record.headers.get_str(EVENT_ID).unwrap().to_owned())
+            .collect()
+    };
+
+    let (filtered, text) = replay_all(&fx, &timeouts).await;
+    assert_eq!(replayed_events(&filtered), ["e-0", "e-2"]);
+    assert_eq!(
+        filtered.replayed_beyond_position, 1,
+        "e-2 lies past e-1: {text}"
+    );
+    // The rerun skips e-0 (covered) but replays e-2 again: the documented price of a filter.
+    let (rerun, _) = replay_all(&fx, &timeouts).await;
+    assert_eq!(rerun.already_replayed.len(), 1);
+    assert_eq!(replayed_events(&rerun), ["e-2"]);
+    // The record the filter left out was never hidden: the unfiltered replay takes it.
+    let (all, _) = replay_all(&fx, &Filter::default()).await;
+    assert_eq!(replayed_events(&all), ["e-1", "e-2"]);
+    let (none, text) = replay_all(&fx, &Filter::default()).await;
+    assert_eq!(none.replayed.len(), 0, "{text}");
+    assert_eq!(none.already_replayed.len(), 3);
 }
