@@ -401,7 +401,12 @@ impl<H: Handler> Process<H> {
                 Err(HandlerError::Unavailable(err)) => {
                     // TODO(stall): placeholder until the stall gate lands.
                     let delay = backoff(&self.retry, record.attempt.min(16));
-                    tracing::warn!(attempt = record.attempt, ?delay, error = format!("{err:#}"), "dependency unavailable");
+                    tracing::warn!(
+                        attempt = record.attempt,
+                        ?delay,
+                        error = format!("{err:#}"),
+                        "dependency unavailable"
+                    );
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = self.stop.cancelled() => return Outcome::Abandoned,
