@@ -306,6 +306,35 @@ mod tests {
     }
 
     #[test]
+    fn the_timeouts_are_settings_read_from_the_environment() {
+        let sources = crate::config::Sources {
+            env: [
+                ("SPINE__DATABASE__ACQUIRE_TIMEOUT", "3s"),
+                ("SPINE__DATABASE__STATEMENT_TIMEOUT", "2m"),
+                ("SPINE__DATABASE__LOCK_TIMEOUT", "750ms"),
+                ("SPINE__DATABASE__TCP_KEEPALIVE", "0s"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            ..crate::config::Sources::default()
+        };
+        let settings: crate::settings::KitSettings = crate::config::load_from(&sources).unwrap();
+        let database = settings.database;
+        assert_eq!(database.acquire_timeout, Duration::from_secs(3));
+        assert_eq!(database.statement_timeout, Duration::from_secs(120));
+        assert_eq!(database.lock_timeout, Duration::from_millis(750));
+        assert_eq!(database.tcp_keepalive, Duration::ZERO);
+        assert_eq!(
+            postgres_session_parameters(&database),
+            [
+                ("statement_timeout", "120000ms".to_owned()),
+                ("lock_timeout", "750ms".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
     fn zero_timeouts_leave_the_servers_own_settings() {
         let settings = DatabaseSettings {
             statement_timeout: Duration::ZERO,
