@@ -1,10 +1,11 @@
 //! The mail goes out once even when recording it fails after the SMTP server accepted it: the
 //! runner's retry records without sending again.
 //!
-//! The handler is driven directly, attempt by attempt as the runner would, so that each
-//! attempt's outcome is asserted rather than waited for; the SMTP server (aiosmtpd) and the
-//! database (SQLite and PostgreSQL) are real. Another transaction holds `sent_emails`, so the
-//! recording waits out `database.lock_timeout` and fails with a real lock error.
+//! The first test drives the handler directly, attempt by attempt as the runner would, so that
+//! each attempt's outcome is asserted rather than waited for; the second runs the whole service
+//! with its runner. The SMTP server (aiosmtpd) and the database (SQLite and PostgreSQL) are
+//! real: another transaction holds `sent_emails`, so the recording waits out
+//! `database.lock_timeout` and fails with a real lock error (an outage).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,8 @@ use sqlx::pool::PoolConnection;
 use crate::support::*;
 
 spine_kit::on_sqlite_and_postgres!(
-    a_mail_whose_recording_fails_is_recorded_by_the_retry_without_a_second_send
+    a_mail_whose_recording_fails_is_recorded_by_the_retry_without_a_second_send,
+    the_running_service_sends_once_through_a_database_outage_after_the_hand_over,
 );
 
 fn record_of(fact: &OrderConfirmed, attempt: u32) -> Record {
@@ -141,4 +143,46 @@ async fn a_mail_whose_recording_fails_is_recorded_by_the_retry_without_a_second_
         1,
         "one EmailSent enqueued"
     );
+}
+
+/// The same through the real runner: the database stays unavailable for a while after the
+/// SMTP server accepted the mail; the record is neither resent nor dead-lettered, although its
+/// retry budget is one attempt.
+async fn the_running_service_sends_once_through_a_database_outage_after_the_hand_over(
+    backend: Backend,
+) {
+    let smtp = SmtpServer::start();
+    let app = spawn_app_with(backend, |s| {
+        s.email.transport = TransportKind::Smtp;
+        s.email.smtp_host = "127.0.0.1".into();
+        s.email.smtp_port = smtp.port;
+        s.database.lock_timeout = Duration::from_millis(200);
+        s.kafka.consumer.retry.max_attempts = 1;
+        s.kafka.consumer.retry.max_backoff = Duration::from_millis(200);
+    })
+    .await;
+    let to = recipient("outage-after-send");
+    let mut lock = hold_sent_emails(&app.pool, backend).await;
+
+    let confirmed = app.confirm(&to).await;
+
+    assert_eq!(smtp.wait_for(&to, 1).await.len(), 1, "the mail went out");
+    // Several recording attempts time out on the lock meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.sent_for(confirmed.order_id).await,
+        0,
+        "not recorded yet"
+    );
+    sqlx::raw_sql("ROLLBACK").execute(&mut *lock).await.unwrap();
+    drop(lock);
+
+    let sent = app.wait_for_email_sent(confirmed.order_id, 1).await;
+    assert_eq!(sent.len(), 1, "one EmailSent");
+    assert_eq!(app.sent_for(confirmed.order_id).await, 1);
+    assert_eq!(smtp.messages_to(&to).len(), 1, "one mail");
+    let dlq = format!("{}.dlq", app.settings.email.consumer_group);
+    let dead = facts_of(&app.settings.kafka, &dlq, confirmed.order_id, 0);
+    assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+    app.stop().await;
 }
