@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use sqlx::AnyPool;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
+use crate::kafka::consumer::HandlerError;
 use crate::settings::DatabaseSettings;
 
 /// Which database a pool talks to.
@@ -45,27 +46,101 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
 }
 
-/// Connects a pool. SQLite files are created if missing and run in WAL mode with a busy
-/// timeout, so that concurrent handlers queue for the single writer instead of failing.
+/// Connects a pool, with every wait bounded (see [`DatabaseSettings`]):
+///
+/// - **SQLite** files are created if missing and run in WAL mode with `synchronous = FULL`
+///   (a commit is on disk before it returns, so a power loss cannot drop a commit whose event
+///   the relay may already have published) and a `busy_timeout` of `lock_timeout`, so that
+///   concurrent handlers queue for the single writer instead of failing at once.
+/// - **PostgreSQL** sessions start with `statement_timeout`, `lock_timeout` and the server's
+///   TCP keepalive (`tcp_keepalives_*`) as startup parameters, ahead of any `options` the URL
+///   carries (which therefore win). Behind a pooler that rejects startup parameters (PgBouncer
+///   in transaction mode), set them to `0s` and configure them on the role instead.
+/// - **The pool** pings an idle connection before handing it out, bounded by
+///   `acquire_timeout`, and replaces connections after 30 minutes (or 10 idle), so a connection
+///   that died silently is found at acquire time rather than mid-statement.
 pub async fn connect(settings: &DatabaseSettings) -> Result<(AnyPool, Backend), DbError> {
     sqlx::any::install_default_drivers();
     let url = settings.url.expose_secret();
     let backend = Backend::of_url(url).ok_or(DbError::UnsupportedUrl)?;
-    let options = AnyConnectOptions::from_str(url)?;
+    let mut options = AnyConnectOptions::from_str(url)?;
     let mut pool = AnyPoolOptions::new()
         .max_connections(settings.max_connections)
-        .acquire_timeout(Duration::from_secs(10));
-    if backend == Backend::Sqlite {
-        pool = pool.after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;")
-                    .execute(conn)
-                    .await?;
-                Ok(())
-            })
-        });
+        .acquire_timeout(settings.acquire_timeout)
+        .test_before_acquire(true)
+        .max_lifetime(Duration::from_secs(30 * 60))
+        .idle_timeout(Duration::from_secs(10 * 60));
+    match backend {
+        Backend::Sqlite => {
+            let pragmas = sqlite_pragmas(settings);
+            pool = pool.after_connect(move |conn, _| {
+                let pragmas = pragmas.clone();
+                Box::pin(async move {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas))
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        Backend::Postgres => {
+            // sqlx's PostgreSQL URL parser turns each `options[NAME]=VALUE` query pair into a
+            // `-c NAME=VALUE` startup option; the URL's own pairs follow ours.
+            let own: Vec<(String, String)> =
+                options.database_url.query_pairs().into_owned().collect();
+            let mut query = options.database_url.query_pairs_mut();
+            query.clear();
+            for (name, value) in postgres_session_parameters(settings) {
+                query.append_pair(&format!("options[{name}]"), &value);
+            }
+            for (name, value) in &own {
+                query.append_pair(name, value);
+            }
+            drop(query);
+        }
     }
     Ok((pool.connect_with(options).await?, backend))
+}
+
+/// The statements run on every new SQLite connection.
+fn sqlite_pragmas(settings: &DatabaseSettings) -> String {
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL;",
+        settings.lock_timeout.as_millis()
+    )
+}
+
+/// The session parameters every PostgreSQL connection starts with; a zero duration leaves the
+/// server's own setting.
+fn postgres_session_parameters(settings: &DatabaseSettings) -> Vec<(&'static str, String)> {
+    let mut parameters = Vec::new();
+    if !settings.statement_timeout.is_zero() {
+        let ms = settings.statement_timeout.as_millis().max(1);
+        parameters.push(("statement_timeout", format!("{ms}ms")));
+    }
+    if !settings.lock_timeout.is_zero() {
+        let ms = settings.lock_timeout.as_millis().max(1);
+        parameters.push(("lock_timeout", format!("{ms}ms")));
+    }
+    if !settings.tcp_keepalive.is_zero() {
+        // The server counts these in whole seconds.
+        let idle = settings.tcp_keepalive.as_secs().max(1);
+        parameters.push(("tcp_keepalives_idle", idle.to_string()));
+        parameters.push(("tcp_keepalives_interval", (idle / 3).max(1).to_string()));
+        parameters.push(("tcp_keepalives_count", "3".to_owned()));
+    }
+    parameters
+}
+
+/// A database error as a consumer's [`HandlerError`]: an outage ([`is_outage`]) is
+/// `Unavailable` (retried without limit, never dead-lettered), any other failure of the
+/// statement is `Retryable` (bounded, then dead-lettered).
+pub fn classify(err: sqlx::Error) -> HandlerError {
+    if is_outage(&err) {
+        HandlerError::unavailable(err)
+    } else {
+        HandlerError::retryable(err)
+    }
 }
 
 /// Whether a database error means "the database is down or cannot serve now" (an outage, to be
@@ -86,21 +161,29 @@ pub fn is_outage(err: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::BeginFailed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_outage_code(&code)),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Both report codes as strings of digits ("5", "08006"), so the driver decides
+            // which table a code belongs to.
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                is_sqlite_outage_code(&code)
+            } else {
+                is_postgres_outage_code(&code)
+            }
+        }),
         _ => false,
     }
 }
 
-fn is_outage_code(code: &str) -> bool {
-    // PostgreSQL's SQLSTATEs have five characters (some all digits); SQLite reports its primary
-    // or extended result code as a number of at most four digits, whose low byte is the
-    // primary code.
-    if code.len() < 5
-        && let Ok(number) = code.parse::<i32>()
-    {
-        // BUSY, LOCKED, IOERR, FULL, CANTOPEN, READONLY
-        return matches!(number & 0xff, 5 | 6 | 10 | 13 | 14 | 8);
-    }
+/// SQLite reports its primary or extended result code as a number: the low byte is the
+/// primary code.
+fn is_sqlite_outage_code(code: &str) -> bool {
+    // BUSY, LOCKED, IOERR, FULL, CANTOPEN, READONLY
+    code.parse::<i32>()
+        .is_ok_and(|number| matches!(number & 0xff, 5 | 6 | 10 | 13 | 14 | 8))
+}
+
+/// A PostgreSQL SQLSTATE.
+fn is_postgres_outage_code(code: &str) -> bool {
     code.starts_with("08")
         || code.starts_with("53")
         || matches!(
@@ -195,18 +278,227 @@ mod tests {
             std::io::ErrorKind::ConnectionRefused
         ))));
         for code in [
-            "08006", "08001", "57P01", "57P03", "53300", "57014", "55P03", "5", "517", "13",
+            "08006", "08001", "57P01", "57P03", "53300", "57014", "55P03",
         ] {
-            assert!(is_outage_code(code), "{code}");
+            assert!(is_postgres_outage_code(code), "{code}");
         }
+        for code in ["5", "517", "13", "6", "266"] {
+            assert!(is_sqlite_outage_code(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn outages_are_unavailable_and_other_database_errors_retryable() {
+        assert!(matches!(
+            classify(sqlx::Error::PoolTimedOut),
+            HandlerError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset
+            ))),
+            HandlerError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(sqlx::Error::RowNotFound),
+            HandlerError::Retryable(_)
+        ));
+    }
+
+    #[test]
+    fn the_timeouts_are_settings_read_from_the_environment() {
+        let sources = crate::config::Sources {
+            env: [
+                ("SPINE__DATABASE__ACQUIRE_TIMEOUT", "3s"),
+                ("SPINE__DATABASE__STATEMENT_TIMEOUT", "2m"),
+                ("SPINE__DATABASE__LOCK_TIMEOUT", "750ms"),
+                ("SPINE__DATABASE__TCP_KEEPALIVE", "0s"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            ..crate::config::Sources::default()
+        };
+        let settings: crate::settings::KitSettings = crate::config::load_from(&sources).unwrap();
+        let database = settings.database;
+        assert_eq!(database.acquire_timeout, Duration::from_secs(3));
+        assert_eq!(database.statement_timeout, Duration::from_secs(120));
+        assert_eq!(database.lock_timeout, Duration::from_millis(750));
+        assert_eq!(database.tcp_keepalive, Duration::ZERO);
+        assert_eq!(
+            postgres_session_parameters(&database),
+            [
+                ("statement_timeout", "120000ms".to_owned()),
+                ("lock_timeout", "750ms".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_timeouts_leave_the_servers_own_settings() {
+        let settings = DatabaseSettings {
+            statement_timeout: Duration::ZERO,
+            lock_timeout: Duration::ZERO,
+            tcp_keepalive: Duration::ZERO,
+            ..DatabaseSettings::default()
+        };
+        assert!(postgres_session_parameters(&settings).is_empty());
+    }
+
+    #[test]
+    fn the_defaults_bound_statements_locks_and_dead_peers() {
+        let parameters = postgres_session_parameters(&DatabaseSettings::default());
+        assert_eq!(
+            parameters,
+            [
+                ("statement_timeout", "30000ms".to_owned()),
+                ("lock_timeout", "5000ms".to_owned()),
+                ("tcp_keepalives_idle", "30".to_owned()),
+                ("tcp_keepalives_interval", "10".to_owned()),
+                ("tcp_keepalives_count", "3".to_owned()),
+            ]
+        );
+        let pragmas = sqlite_pragmas(&DatabaseSettings::default());
+        assert!(pragmas.contains("synchronous = FULL"), "{pragmas}");
+        assert!(pragmas.contains("busy_timeout = 5000"), "{pragmas}");
+    }
+
+    async fn pragma(pool: &AnyPool, name: &str) -> i64 {
+        let sql = format!("PRAGMA {name}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pooled_sqlite_connection_is_durable_and_waits_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()).into(),
+            lock_timeout: Duration::from_millis(1234),
+            max_connections: 2,
+            ..DatabaseSettings::default()
+        };
+        let (pool, backend) = connect(&settings).await.unwrap();
+        assert_eq!(backend, Backend::Sqlite);
+        // Every pooled connection, not just the first one.
+        let (a, b) = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+        drop((a, b));
+        for _ in 0..2 {
+            assert_eq!(pragma(&pool, "synchronous").await, 2, "2 is FULL");
+            assert_eq!(pragma(&pool, "busy_timeout").await, 1234);
+        }
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_writer_waiting_past_the_lock_timeout_is_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()).into(),
+            lock_timeout: Duration::from_millis(100),
+            max_connections: 2,
+            ..DatabaseSettings::default()
+        };
+        let (pool, _) = connect(&settings).await.unwrap();
+        sqlx::query("CREATE TABLE t (x BIGINT)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let mut holder = pool.acquire().await.unwrap();
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+
+        let err = sqlx::query("INSERT INTO t (x) VALUES (1)")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+
+        assert!(is_outage(&err), "SQLITE_BUSY is an outage: {err:?}");
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+    }
+
+    fn postgres_url() -> String {
+        std::env::var("SPINE_TEST_POSTGRES_URL").expect(
+            "SPINE_TEST_POSTGRES_URL is unset: run the tests with scripts/test, which starts PostgreSQL",
+        )
+    }
+
+    async fn show(pool: &AnyPool, name: &str) -> String {
+        let sql = format!("SHOW {name}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pooled_postgres_connection_starts_with_its_timeouts_and_keepalive() {
+        let url = postgres_url();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let settings = DatabaseSettings {
+            // The URL's own parameters survive next to ours.
+            url: format!("{url}{separator}application_name=spine-db-test").into(),
+            max_connections: 2,
+            statement_timeout: Duration::from_secs(7),
+            lock_timeout: Duration::from_millis(1500),
+            tcp_keepalive: Duration::from_secs(45),
+            ..DatabaseSettings::default()
+        };
+        let (pool, backend) = connect(&settings).await.unwrap();
+        assert_eq!(backend, Backend::Postgres);
+        let (a, b) = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+        drop((a, b));
+        for _ in 0..2 {
+            assert_eq!(show(&pool, "statement_timeout").await, "7s");
+            assert_eq!(show(&pool, "lock_timeout").await, "1500ms");
+            assert_eq!(show(&pool, "application_name").await, "spine-db-test");
+        }
+        // 0 would mean a Unix socket, where the server has no keepalive to set.
+        assert_eq!(show(&pool, "tcp_keepalives_idle").await, "45");
+        assert_eq!(show(&pool, "tcp_keepalives_interval").await, "15");
+        assert_eq!(show(&pool, "tcp_keepalives_count").await, "3");
+    }
+
+    #[tokio::test]
+    async fn a_postgres_statement_over_the_timeout_is_cancelled_as_an_outage() {
+        let settings = DatabaseSettings {
+            url: postgres_url().into(),
+            max_connections: 1,
+            statement_timeout: Duration::from_millis(200),
+            ..DatabaseSettings::default()
+        };
+        let (pool, _) = connect(&settings).await.unwrap();
+
+        let err = sqlx::query("SELECT pg_sleep(30)")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+
+        let code = err.as_database_error().and_then(|e| e.code());
+        assert_eq!(code.as_deref(), Some("57014"), "{err}");
+        assert!(matches!(classify(err), HandlerError::Unavailable(_)));
     }
 
     #[test]
     fn statement_failures_are_not_outages() {
         assert!(!is_outage(&sqlx::Error::RowNotFound));
         // unique violation, deadlock, serialization failure; SQLite CONSTRAINT_UNIQUE (2067)
-        for code in ["23505", "40P01", "40001", "42P01", "2067", "19"] {
-            assert!(!is_outage_code(code), "{code}");
+        for code in ["23505", "40P01", "40001", "42P01", "22012"] {
+            assert!(!is_postgres_outage_code(code), "{code}");
+        }
+        for code in ["2067", "19", "1", "1555"] {
+            assert!(!is_sqlite_outage_code(code), "{code}");
         }
     }
 }

@@ -288,6 +288,31 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     /// Connection pool size.
     pub max_connections: u32,
+    /// How long a caller waits for a pooled connection, the health check (a ping) of an idle
+    /// one included, before the call fails with a pool timeout (an outage). This is what
+    /// bounds a wait on a connection that died silently while idle.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// PostgreSQL `statement_timeout`: the server cancels a statement that runs longer (SQLSTATE
+    /// 57014, an outage to the consumer). `0s` leaves the server's own setting. Not used on
+    /// SQLite. A migration that needs longer can `SET LOCAL statement_timeout` itself.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// How long a statement waits for a lock another transaction holds before it fails:
+    /// PostgreSQL `lock_timeout` (SQLSTATE 55P03) and SQLite's `busy_timeout` (SQLITE_BUSY),
+    /// both outages to the consumer. `0s` leaves PostgreSQL's own setting; on SQLite it means
+    /// fail at once.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// PostgreSQL TCP keepalive, idle time before the first probe (`tcp_keepalives_idle`; then
+    /// `tcp_keepalives_interval` of a third of it and `tcp_keepalives_count` of 3). sqlx does
+    /// not set `SO_KEEPALIVE` on its own sockets nor expose them, so this is the server's
+    /// keepalive: it finds a client that vanished and ends its session, releasing its locks.
+    /// A client waiting on a dead server is bounded by `statement_timeout` only while the server
+    /// lives, and otherwise by `acquire_timeout` (idle connections) and the consumer's
+    /// per-attempt handler timeout. `0s` leaves the server's own setting. Not used on SQLite.
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: Duration,
 }
 
 impl Default for DatabaseSettings {
@@ -295,6 +320,10 @@ impl Default for DatabaseSettings {
         Self {
             url: SecretString::from("sqlite://spine.db?mode=rwc"),
             max_connections: 5,
+            acquire_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(5),
+            tcp_keepalive: Duration::from_secs(30),
         }
     }
 }

@@ -52,6 +52,7 @@ pub async fn fresh_database(backend: Backend) -> TestDatabase {
             let admin = DatabaseSettings {
                 url: admin_url.clone().into(),
                 max_connections: 1,
+                ..DatabaseSettings::default()
             };
             let (pool, _) = crate::db::connect(&admin).await.unwrap_or_else(|e| {
                 panic!("cannot reach PostgreSQL at SPINE_TEST_POSTGRES_URL: {e}")

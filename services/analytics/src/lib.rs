@@ -120,14 +120,49 @@ fn topics() -> Vec<&'static str> {
 async fn stats(State(state): State<AppState>) -> Response {
     match state.store.stats(state.minutes_shown).await {
         Ok(stats) => Json(stats).into_response(),
-        Err(err) => {
-            tracing::error!(error = %err, "cannot read the aggregates");
-            spine_kit::http::error_response(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-                None,
-            )
-        }
+        Err(err) => stats_error(&err),
+    }
+}
+
+/// A failed read of the aggregates: 503 with `Retry-After` while the database is down (clients
+/// and load balancers back off and retry), 500 otherwise.
+fn stats_error(err: &sqlx::Error) -> Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    if spine_kit::db::is_outage(err) {
+        tracing::warn!(error = %err, "cannot read the aggregates: database unavailable");
+        let mut response = spine_kit::http::error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is temporarily unavailable",
+            None,
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    } else {
+        tracing::error!(error = %err, "cannot read the aggregates");
+        spine_kit::http::error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+            None,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{StatusCode, header};
+
+    use super::*;
+
+    #[test]
+    fn a_database_outage_answers_503_with_retry_after_and_other_failures_500() {
+        let outage = stats_error(&sqlx::Error::PoolTimedOut);
+        assert_eq!(outage.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(outage.headers().contains_key(header::RETRY_AFTER));
+        let failure = stats_error(&sqlx::Error::RowNotFound);
+        assert_eq!(failure.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -65,6 +65,8 @@ impl Handler for Aggregator {
             .apply(&event_id.to_string(), entry.name(), &fact)
             .await
             .map(|_| ())
-            .map_err(HandlerError::retryable)
+            // An outage (database down, pool exhausted, locked, timing out) is retried without
+            // limit; any other database error a bounded number of times, then dead-lettered.
+            .map_err(spine_kit::db::classify)
     }
 }

@@ -91,7 +91,11 @@ pub struct EmailSettings {
     pub smtp_username: Option<String>,
     /// SMTP password.
     pub smtp_password: Option<SecretString>,
-    /// Timeout of each SMTP command, connecting included.
+    /// Timeout of one mail's whole SMTP hand-over: connecting and every command, the data
+    /// included. A server that accepts the connection and then stops answering fails the
+    /// attempt after this long (an outage: retried without limit). If it runs out after the
+    /// data went out, the server may have kept the mail: the retry resends it with the same
+    /// Message-ID.
     #[serde(with = "humantime_serde")]
     pub smtp_timeout: Duration,
 }

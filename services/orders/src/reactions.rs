@@ -47,10 +47,33 @@ impl Handler for InventoryReactions {
             Ok(Applied::UnknownOrder) => Err(HandlerError::poison(anyhow::anyhow!(
                 "order {order_id} does not exist"
             ))),
-            // A locked database or a dropped connection passes; a broken schema wouldn't, but
-            // retries end in the DLQ, where nothing is lost.
-            Err(err @ StoreError::Db(_)) => Err(HandlerError::retryable(err)),
-            Err(err @ StoreError::Encode(_)) => Err(HandlerError::fatal(err)),
+            Err(err) => Err(classify(err)),
         }
+    }
+}
+
+/// What the runner does with a failed reaction.
+fn classify(err: StoreError) -> HandlerError {
+    match err {
+        // The database down, unreachable, out of connections or timing out is an outage:
+        // retried without limit, never dead-lettered. Any other database error (a deadlock, a
+        // broken schema) is retried a bounded number of times, then dead-lettered, where
+        // nothing is lost.
+        StoreError::Db(err) => spine_kit::db::classify(err),
+        // Our own fact not encoding is a bug in this build: stop uncommitted, restart, fix.
+        err @ StoreError::Encode(_) => HandlerError::fatal(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_outage_is_unavailable_and_a_statement_failure_retryable() {
+        let outage = StoreError::Db(sqlx::Error::PoolTimedOut);
+        assert!(matches!(classify(outage), HandlerError::Unavailable(_)));
+        let failure = StoreError::Db(sqlx::Error::RowNotFound);
+        assert!(matches!(classify(failure), HandlerError::Retryable(_)));
     }
 }

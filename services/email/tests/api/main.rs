@@ -7,3 +7,4 @@ mod delivery;
 mod file_transport;
 mod idempotency;
 mod outage;
+mod recording;

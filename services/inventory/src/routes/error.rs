@@ -26,10 +26,17 @@ pub enum ApiError {
     /// No such SKU.
     #[error("no stock for SKU {0}")]
     NotFound(String),
+    /// The database is down or cannot serve now (`spine_kit::db::is_outage`): logged,
+    /// answered 503 with `Retry-After`, so that clients and load balancers back off and retry.
+    #[error("the service is temporarily unavailable")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else: logged, answered as a bare 500.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
+
+/// What a 503 asks the client to wait, in seconds.
+const RETRY_AFTER_SECONDS: &str = "1";
 
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -41,6 +48,7 @@ impl ApiError {
             }
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -57,7 +65,11 @@ impl From<crate::domain::Invalid> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        Self::Internal(err.into())
+        if spine_kit::db::is_outage(&err) {
+            Self::Unavailable(err.into())
+        } else {
+            Self::Internal(err.into())
+        }
     }
 }
 
@@ -77,13 +89,47 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if let Self::Internal(err) = &self {
-            tracing::error!(error = format!("{err:#}"), "request failed");
+        match &self {
+            Self::Internal(err) => tracing::error!(error = format!("{err:#}"), "request failed"),
+            Self::Unavailable(err) => {
+                tracing::warn!(error = format!("{err:#}"), "database unavailable");
+            }
+            _ => {}
         }
         let field = match &self {
             Self::InvalidField { field, .. } => Some(field.as_str()),
             _ => None,
         };
-        spine_kit::http::error_response(status, code, &self, field)
+        let mut response = spine_kit::http::error_response(status, code, &self, field);
+        if matches!(self, Self::Unavailable(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_outage_is_a_503_with_retry_after_and_other_failures_a_500() {
+        let outage = ApiError::from(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(outage.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            outage.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&axum::http::HeaderValue::from_static("1"))
+        );
+        let failure = ApiError::from(sqlx::Error::RowNotFound).into_response();
+        assert_eq!(failure.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            failure
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }

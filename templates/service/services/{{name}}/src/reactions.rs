@@ -47,12 +47,33 @@ impl Handler for OrderReactions {
 }
 
 /// Classification: what the runner should do with each failure.
+///
+/// - `Unavailable`: a dependency is down (the database unreachable, its pool exhausted, a lock
+///   or statement timeout): nothing is wrong with the record. Retried without limit and never
+///   dead-lettered; the runner stalls the group until the dependency answers again.
+/// - `Retryable`: this record failed in a way that may pass (a deadlock, a serialization
+///   conflict): retried with backoff, then dead-lettered when the attempts run out.
+/// - `Poison`: the record can never succeed (undecodable, invalid): dead-lettered at once.
+/// - `Fatal`: this build is broken: the process stops uncommitted and restarts.
 fn classify(err: StoreError) -> HandlerError {
     match err {
-        // A locked database or a dropped connection passes: retry with backoff. If it doesn't
-        // pass, the attempts run out and the record goes to the DLQ, where nothing is lost.
-        err @ StoreError::Db(_) => HandlerError::retryable(err),
+        // `db::classify` tells an outage (`Unavailable`) from a failure of this statement
+        // (`Retryable`) with `db::is_outage`.
+        StoreError::Db(err) => spine_kit::db::classify(err),
         // Our own fact not encoding is a bug in this build: stop uncommitted, restart, fix.
         err @ StoreError::Encode(_) => HandlerError::fatal(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_outage_is_unavailable_and_a_statement_failure_retryable() {
+        let outage = StoreError::Db(sqlx::Error::PoolTimedOut);
+        assert!(matches!(classify(outage), HandlerError::Unavailable(_)));
+        let failure = StoreError::Db(sqlx::Error::RowNotFound);
+        assert!(matches!(classify(failure), HandlerError::Retryable(_)));
     }
 }

@@ -36,7 +36,7 @@ async fn get_order(
     match state.store.order(order_id).await {
         Ok(Some(order)) => Ok(Json(order)),
         Ok(None) => Err(ApiError::NotFound(order_id)),
-        Err(err) => Err(ApiError::Internal(err.into())),
+        Err(err) => Err(ApiError::from(err)),
     }
 }
 
@@ -54,9 +54,23 @@ pub enum ApiError {
     /// No such order.
     #[error("no order {0}")]
     NotFound(Uuid),
+    /// The database is down or cannot serve now (`spine_kit::db::is_outage`): logged,
+    /// answered 503 with `Retry-After`, so that clients and load balancers back off and retry.
+    #[error("the service is temporarily unavailable")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything else: logged, answered as a bare 500 that leaks nothing.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if spine_kit::db::is_outage(&err) {
+            Self::Unavailable(err.into())
+        } else {
+            Self::Internal(err.into())
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -64,6 +78,10 @@ impl IntoResponse for ApiError {
         let (status, code) = match &self {
             Self::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Unavailable(err) => {
+                tracing::warn!(error = format!("{err:#}"), "database unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             Self::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -73,6 +91,31 @@ impl IntoResponse for ApiError {
             Self::InvalidField { field, .. } => Some(field.as_str()),
             _ => None,
         };
-        spine_kit::http::error_response(status, code, &self, field)
+        let mut response = spine_kit::http::error_response(status, code, &self, field);
+        if matches!(self, Self::Unavailable(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_outage_is_a_503_with_retry_after_and_other_failures_a_500() {
+        let outage = ApiError::from(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(outage.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            outage
+                .headers()
+                .contains_key(axum::http::header::RETRY_AFTER)
+        );
+        let failure = ApiError::from(sqlx::Error::RowNotFound).into_response();
+        assert_eq!(failure.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
