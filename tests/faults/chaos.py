@@ -55,6 +55,7 @@ class Run:
         self.panic_every = {}
         self.rebalance_records = {}  # added member -> records it handled
         self.tail = None
+        self.load = None
 
     def t(self):
         return time.monotonic() - self.t0
@@ -233,6 +234,12 @@ class Run:
         self.inject("broker-kill", "broker restarted on the same durable storage")
 
     def postgres_outage(self):
+        # At 20 orders/s little is in flight at any moment, and orders refuses new ones while
+        # its database is down: a burst just before the stop makes every consumer busy when
+        # the database goes away.
+        self.load.burst(200)
+        self.inject("postgres-outage", "a burst of 200 orders")
+        time.sleep(1.5)
         self.postgres.stop()
         self.inject("postgres-outage", "PostgreSQL stopped (pg_ctl stop -m fast) for 10 s")
         time.sleep(10)
@@ -257,7 +264,7 @@ class Run:
             self.inject("duplicates", "every record of the three event topics produced a second time")
         if "poison" in self.scenarios:
             self.inject("poison", "one undecodable record (a real order's key) after every 100 records")
-        load = Load(self.ports["orders"], rate=self.args.rate, duration=max(duration, 10))
+        load = self.load = Load(self.ports["orders"], rate=self.args.rate, duration=max(duration, 10))
         load.start()
         say(f"load: {self.args.rate} orders/s for {duration} s")
         start = time.monotonic()
@@ -288,6 +295,7 @@ class Run:
             caught_up = self.tail.quiet_for() >= 3
             note = f"{len(pending)} orders not final, lag {lag}"
             if not pending and caught_up and all(v == 0 for v in lag.values()) and ends == previous:
+                say(f"settled in {time.monotonic() - (deadline - self.args.settle_timeout):.0f} s")
                 return True, ""
             previous = ends if not pending and caught_up else None
             time.sleep(2)

@@ -7,6 +7,7 @@ some POST of it got a 202 with an id.
 """
 
 import http.client
+import itertools
 import json
 import queue
 import threading
@@ -45,7 +46,9 @@ class Load:
     """Offers `rate` orders a second for `duration` seconds to orders at `port`."""
 
     def __init__(self, port, rate, duration, first=0, give_up_after=30.0, workers=24):
-        self.port, self.rate, self.duration, self.first = port, rate, duration, first
+        self.port, self.rate, self.duration = port, rate, duration
+        self.numbers = itertools.count(first)
+        self.numbers_lock = threading.Lock()
         self.give_up_after = give_up_after
         self.orders = []
         self.jobs = queue.Queue()
@@ -66,11 +69,20 @@ class Load:
             delay = due - time.monotonic()
             if delay > 0 and self.stop.wait(delay):
                 break
-            order = Order(self.first + n)
-            self.orders.append(order)
-            self.jobs.put(order)
+            self._offer()
         for _ in self.workers:
             self.jobs.put(None)
+
+    def _offer(self):
+        with self.numbers_lock:
+            order = Order(next(self.numbers))
+            self.orders.append(order)
+        self.jobs.put(order)
+
+    def burst(self, count):
+        """Offers `count` orders at once, on top of the constant rate."""
+        for _ in range(count):
+            self._offer()
 
     def _work(self):
         while True:
