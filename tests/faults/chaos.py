@@ -54,6 +54,8 @@ class Run:
         self.email_deaths = []  # unix times an email process died abruptly
         self.panic_every = {}
         self.rebalance_records = {}  # added member -> records it handled
+        self.broker_outages = []  # (start, end) monotonic
+        self.readiness = []  # orders' /readyz status codes during broker outages
         self.tail = None
         self.load = None
 
@@ -222,16 +224,26 @@ class Run:
     def broker_freeze(self):
         self.broker.signal(signal.SIGSTOP)
         self.inject("broker-freeze", "broker frozen (SIGSTOP) for 10 s")
-        time.sleep(10)
+        self.broker_outage(10)
         self.broker.signal(signal.SIGCONT)
         self.inject("broker-freeze", "broker resumed (SIGCONT)")
 
     def broker_kill(self):
         self.broker.kill9()
         self.inject("broker-kill", "broker killed (kill -9)")
-        time.sleep(3)
+        self.broker_outage(3)
         self.broker.start()
         self.inject("broker-kill", "broker restarted on the same durable storage")
+
+    def broker_outage(self, seconds):
+        """Sleeps through a broker outage, probing orders' readiness each second: the outbox
+        exists to take orders while the broker is away, so orders must stay in its Service."""
+        start, probes = time.monotonic(), 0
+        while time.monotonic() - start < seconds:
+            self.readiness.append(http_json(self.url("orders", "/readyz"), timeout=3)[0])
+            probes += 1
+            sleep_until(start + probes)
+        self.broker_outages.append((start, time.monotonic()))
 
     def postgres_outage(self):
         # At 20 orders/s little is in flight at any moment, and orders refuses new ones while
@@ -328,6 +340,11 @@ class Run:
             "unplanned": self.sup.unplanned(),
             "panic_expected": bool(self.panic_every),
             "rebalance_records": self.rebalance_records if "rebalance" in self.scenarios else None,
+            "broker_outage": {
+                "readiness": self.readiness,
+                "refusals": [what for t, what in self.load.refusals
+                             if any(a <= t <= b for a, b in self.broker_outages)],
+            } if self.broker_outages else None,
             "settled": settled,
             "settle_note": note,
         }

@@ -51,6 +51,7 @@ class Load:
         self.numbers_lock = threading.Lock()
         self.give_up_after = give_up_after
         self.orders = []
+        self.refusals = []  # (monotonic time, HTTP status or error name) of every non-202
         self.jobs = queue.Queue()
         self.stop = threading.Event()
         self.workers = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
@@ -108,10 +109,12 @@ class Load:
                     order.id = json.loads(body)["id"]
                     return
                 order.last_error = f"HTTP {response.status}"
+                self.refusals.append((time.monotonic(), order.last_error))
                 if response.status < 500:
                     return  # a 4xx is our bug, not a fault; reported as not accepted
             except (OSError, http.client.HTTPException, ValueError) as err:
                 order.last_error = type(err).__name__
+                self.refusals.append((time.monotonic(), order.last_error))
             time.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 

@@ -186,6 +186,17 @@ def judge(data):
     for group, lag in data["lag"].items():
         v.add(s, f"{group}: lag at the end", 0, "?" if lag is None else lag, lag == 0)
 
+    # -- the edge during broker outages
+    outage = data.get("broker_outage")
+    if outage:
+        s = "orders during broker outages"
+        ready = sum(1 for code in outage["readiness"] if code == 200)
+        v.add(s, "GET /readyz answered 200 (probes)", len(outage["readiness"]), ready,
+              ready == len(outage["readiness"]), "readiness must not depend on the broker")
+        refused = Counter(outage["refusals"])
+        v.add(s, "POST /orders answered other than 202", 0, sum(refused.values()), not refused,
+              ", ".join(f"{n}× {what}" for what, n in refused.most_common(3)))
+
     # -- process exits
     s = "processes"
     for name, n in sorted(Counter(e.name for e in data["unplanned"]).items()):
