@@ -16,10 +16,11 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
+sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import Broker, Postgres, Proc, Smtp, Supervisor, free_port, http_json  # noqa: E402
-from kafka_side import GROUP_TOPICS, Tail, group_lag, read_dlq  # noqa: E402
+from kafka_side import GROUP_TOPICS, Tail, group_lag, read_dlqs  # noqa: E402
 from load import STOCK, Load  # noqa: E402
 from report import FINAL, judge  # noqa: E402
 
@@ -163,7 +164,7 @@ class Run:
         steps = []
         for s in SERVICES:
             if f"kill-{s}" in self.scenarios:
-                steps.append((8, f"kill-{s}", lambda s=s: self.kill(s)))
+                steps.append((7, f"kill-{s}", lambda s=s: self.kill(s)))
         if "smtp-outage" in self.scenarios:
             steps.append((self.args.smtp_outage + 8, "smtp-outage", self.smtp_outage))
         if "rebalance" in self.scenarios:
@@ -322,7 +323,7 @@ class Run:
                 lambda o: self._view(o.id), accepted)))
         stock = {sku: http_json(self.url("inventory", f"/stock/{sku}"))[1] for sku in STOCK}
         analytics = http_json(self.url("analytics", "/stats"))[1]
-        dlq = {g: read_dlq(self.broker.bootstrap, g) for g in GROUP_TOPICS}
+        dlq = read_dlqs(self.broker.bootstrap, list(GROUP_TOPICS))
         for e in self.sup.events:
             if e.name.startswith("email") and "UNPLANNED" in e.what:
                 self.email_deaths.append(time.time() - (self.sup.now() - e.t))
@@ -339,6 +340,7 @@ class Run:
             "lag": lag,
             "unplanned": self.sup.unplanned(),
             "panic_expected": bool(self.panic_every),
+            "panic_unsupported": "panic" in self.scenarios and not self.panic_every,
             "rebalance_records": self.rebalance_records if "rebalance" in self.scenarios else None,
             "broker_outage": {
                 "readiness": self.readiness,
@@ -397,19 +399,22 @@ def sleep_until(when):
 
 
 def main():
-    p = argparse.ArgumentParser(prog="scripts/chaos", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="scripts/chaos", description="The fault suite: faults "
+                                "injected into the four services under load, then counted.")
     p.add_argument("--full", action="store_true", help="add the broker freeze, the durable broker "
                    "kill and the PostgreSQL outage, with the services on PostgreSQL")
     p.add_argument("--only", action="append", choices=FULL, metavar="SCENARIO",
                    help=f"run only this scenario (repeatable): {', '.join(FULL)}")
-    p.add_argument("--bin-dir", required=True, help="where the service binaries are")
+    p.add_argument("--bin-dir", required=True, help=argparse.SUPPRESS)  # set by scripts/chaos
     p.add_argument("--rate", type=float, default=20, help="orders per second (default 20)")
     p.add_argument("--smtp-outage", type=int, default=30, help="seconds (default 30)")
     p.add_argument("--panic-every", type=int, default=2500,
                    help="inventory's injected panic period in records (analytics: twice that)")
     p.add_argument("--settle-timeout", type=int, default=None, help="seconds (default 90, full 180)")
-    p.add_argument("--db", choices=["sqlite", "postgres"], default=None)
-    p.add_argument("--broker", choices=["fast", "durable"], default=None)
+    p.add_argument("--db", choices=["sqlite", "postgres"], default=None,
+                   help="the services' database (default sqlite; postgres with --full)")
+    p.add_argument("--broker", choices=["fast", "durable"], default=None,
+                   help="tansu build (default fast; durable with --full)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs) even on success")
     args = p.parse_args()
     needs_pg = args.full or (args.only and "postgres-outage" in args.only)

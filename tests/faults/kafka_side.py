@@ -4,7 +4,7 @@
   asked, it also produces every record a second time (same partition, key, value and headers,
   plus `chaos-dup`), and after every `poison_every` records one undecodable record with a real
   order's key (header `chaos-poison`);
-- `read_dlq`: every record of the `<group>.dlq` topics;
+- `read_dlqs`: every record of the `<group>.dlq` topics;
 - `group_lag`: what each consumer group has not committed yet.
 
 The ends of partitions come from reading them, not from ListOffsets: the tansu build we run
@@ -170,13 +170,14 @@ def group_lag(bootstrap, ends):
     return out
 
 
-def read_dlq(bootstrap, group, idle=3.0, timeout=60.0):
-    """Every record of `<group>.dlq`, as dicts with key, value and headers: read until nothing
-    new came for `idle` seconds (bounded by `timeout`)."""
+def read_dlqs(bootstrap, groups, idle=3.0, timeout=60.0):
+    """{group: every record of `<group>.dlq`, as dicts with key, value and headers}: read until
+    nothing new came for `idle` seconds (bounded by `timeout`)."""
     consumer = _consumer(bootstrap)
     try:
-        consumer.assign([TopicPartition(f"{group}.dlq", p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
-        records = []
+        consumer.assign([TopicPartition(f"{g}.dlq", p, OFFSET_BEGINNING)
+                         for g in groups for p in range(PARTITIONS)])
+        records = {g: [] for g in groups}
         deadline = time.monotonic() + timeout
         last = time.monotonic()
         while time.monotonic() - last < idle and time.monotonic() < deadline:
@@ -184,7 +185,8 @@ def read_dlq(bootstrap, group, idle=3.0, timeout=60.0):
             if msg is None or msg.error():
                 continue
             last = time.monotonic()
-            records.append({"key": msg.key(), "value": msg.value(), "headers": _headers(msg)})
+            records[msg.topic()[: -len(".dlq")]].append(
+                {"key": msg.key(), "value": msg.value(), "headers": _headers(msg)})
         return records
     finally:
         consumer.close()

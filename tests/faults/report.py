@@ -203,6 +203,8 @@ def judge(data):
         v.info(s, f"{name}: exits not caused by a kill", n, "restarted (a panic or a Fatal error)")
     if not data["unplanned"]:
         v.info(s, "exits not caused by a kill", 0)
+    if data.get("panic_unsupported"):
+        v.info(s, "handler panics", "not injected", "these builds lack kafka.consumer.inject_panic_every")
     if data.get("panic_expected") and not data["unplanned"]:
         v.add(s, "injected panics that stopped a process", ">0", 0, False,
               "inject_panic_every was set, but no process exited")
