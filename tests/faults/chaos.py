@@ -168,7 +168,7 @@ class Run:
         if "smtp-outage" in self.scenarios:
             steps.append((self.args.smtp_outage + 8, "smtp-outage", self.smtp_outage))
         if "rebalance" in self.scenarios:
-            steps.append((3 + 15 + 10, "rebalance", self.rebalance))
+            steps.append((3 + 15 + 6 + 10, "rebalance", self.rebalance))
         if "broker-freeze" in self.scenarios:
             steps.append((10 + 12, "broker-freeze", self.broker_freeze))
         if "broker-kill" in self.scenarios:
@@ -194,31 +194,35 @@ class Run:
 
     def rebalance(self):
         # A slow provider (as in the report) keeps mails in flight on the members
-        # that lose partitions: what a rebalance must neither resend nor drop.
-        self.smtp.slow(2000, 5000)
-        self.inject("rebalance", "SMTP made slow (2-5 s a mail) for the rebalance")
+        # that lose partitions: what a rebalance must neither resend nor drop. One member at
+        # a time, up and down: four rebalances of each group.
+        self.smtp.slow(3000, 6000)
+        self.inject("rebalance", "SMTP made slow (3-6 s a mail) for the rebalance")
         time.sleep(3)
-        extra = []
-        for s in SCALED:
-            for member in ("-2", "-3"):
-                extra.append(self.spawn(s, member))
-        self.inject("rebalance", "email and inventory groups scaled 1 -> 3 (4 more processes, same database)")
-        time.sleep(15)
+        added = []
+        for member in ("-2", "-3"):
+            for s in SCALED:
+                added.append(self.spawn(s, member))
+            self.inject("rebalance", f"email and inventory groups scaled up to {len(added) // 2 + 1} "
+                        "members (same database)")
+            time.sleep(6)
+        time.sleep(3)
         # What the added members did, from their own /metrics: a rebalance that moved no
         # partition would test nothing.
-        for proc, port in extra:
+        for proc, port in added:
             self.rebalance_records[proc.name] = records_handled(port)
         self.inject("rebalance", "records handled by the added members: " + ", ".join(
             f"{name} {n}" for name, n in self.rebalance_records.items()))
-        extra = [proc for proc, _ in extra]
-        for p in extra:
-            p.wanted = False
-            if p.alive():
-                p.popen.terminate()
-        for p in extra:
-            self.sup.terminate(p, timeout=20)
-        self.inject("rebalance", "scaled back 3 -> 1 (SIGTERM)")
-        time.sleep(2)
+        for member in ("-3", "-2"):
+            leaving = [proc for proc, _ in added if proc.name.endswith(member)]
+            for p in leaving:
+                p.wanted = False
+                if p.alive():
+                    p.popen.terminate()
+            for p in leaving:
+                self.sup.terminate(p, timeout=20)
+            self.inject("rebalance", f"scaled down to {int(member[1:]) - 1} (SIGTERM)")
+            time.sleep(3)
         self.smtp.fast()
         self.inject("rebalance", "SMTP fast again")
 
