@@ -201,11 +201,14 @@ class Run:
         time.sleep(3)
         added = []
         for member in ("-2", "-3"):
-            for s in SCALED:
-                added.append(self.spawn(s, member))
+            step = [self.spawn(s, member) for s in SCALED]
+            added += step
             self.inject("rebalance", f"email and inventory groups scaled up to {len(added) // 2 + 1} "
                         "members (same database)")
+            # At least 6 s, and until the new members took partitions and handled records (a
+            # first join on tansu waits out the rebalance timeout; the durable build is slower).
             time.sleep(6)
+            wait_for(lambda: all((records_handled(port) or 0) > 0 for _, port in step), 30, every=1)
         time.sleep(3)
         # What the added members did, from their own /metrics: a rebalance that moved no
         # partition would test nothing.
@@ -271,7 +274,6 @@ class Run:
         warm = self.warm_up()
         steps = self.timeline()
         lead, tail = 5, 5
-        duration = lead + sum(slot for slot, _, _ in steps) + tail
         # Always read the topics (that is how the run knows where they end); duplicate and poison
         # when asked.
         self.tail = Tail(self.broker.bootstrap, "duplicates" in self.scenarios,
@@ -281,16 +283,19 @@ class Run:
             self.inject("duplicates", "every record of the three event topics produced a second time")
         if "poison" in self.scenarios:
             self.inject("poison", "one undecodable record (a real order's key) after every 100 records")
-        load = self.load = Load(self.ports["orders"], rate=self.args.rate, duration=max(duration, 10))
+        load = self.load = Load(self.ports["orders"], rate=self.args.rate, duration=None)
         load.start()
-        say(f"load: {self.args.rate} orders/s for {duration} s")
+        say(f"load: {self.args.rate:g} orders/s through {len(steps)} faults")
         start = time.monotonic()
         at = lead
         for slot, _, action in steps:
             sleep_until(start + at)
             action()
-            at += slot
-        load.join(duration + 60)
+            # A fault that took longer than its slot (a slow group join) shifts the rest.
+            at = max(at + slot, time.monotonic() - start)
+        sleep_until(start + at + tail)
+        load.finish()
+        load.join(60)
         orders = warm.orders + load.orders
         settled, note = self.settle(orders)
         return self.collect(orders, settled, note)
@@ -353,6 +358,7 @@ class Run:
             } if self.broker_outages else None,
             "settled": settled,
             "settle_note": note,
+            "broker_health": self.broker.health(),
         }
 
     def _view(self, order_id):

@@ -228,6 +228,22 @@ class Broker:
             time.sleep(0.05)
         os.remove(os.path.join(self.state, "pid"))
 
+    def health(self):
+        """None when the broker runs and its log shows no panic; else what went wrong."""
+        pid = self.pid()
+        try:
+            log = open(os.path.join(self.state, "broker.log"), errors="replace").read()
+        except OSError:
+            log = ""
+        lines = log.splitlines()
+        for i, line in enumerate(lines):
+            if "panicked at" in line:
+                what = lines[i + 1].strip() if i + 1 < len(lines) else ""
+                return f"tansu panicked: {what} ({line.split('panicked at')[1].strip()})"
+        if pid is None or _zombie(pid):
+            return "tansu is not running"
+        return None
+
     def close(self):
         self.signal(signal.SIGCONT)  # a frozen broker does not act on SIGTERM
         try:

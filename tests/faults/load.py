@@ -43,7 +43,8 @@ class Order:
 
 
 class Load:
-    """Offers `rate` orders a second for `duration` seconds to orders at `port`."""
+    """Offers `rate` orders a second to orders at `port`, for `duration` seconds or, when it is
+    None, until `finish()`."""
 
     def __init__(self, port, rate, duration, first=0, give_up_after=30.0, workers=24):
         self.port, self.rate, self.duration = port, rate, duration
@@ -53,7 +54,8 @@ class Load:
         self.orders = []
         self.refusals = []  # (monotonic time, HTTP status or error name) of every non-202
         self.jobs = queue.Queue()
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # abandon everything (the run is interrupted)
+        self.enough = threading.Event()  # offer no more orders; finish those under way
         self.workers = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
         self.pacer = threading.Thread(target=self._pace, daemon=True)
 
@@ -64,13 +66,14 @@ class Load:
 
     def _pace(self):
         start = time.monotonic()
-        total = int(self.rate * self.duration)
-        for n in range(total):
-            due = start + n / self.rate
-            delay = due - time.monotonic()
-            if delay > 0 and self.stop.wait(delay):
+        total = None if self.duration is None else int(self.rate * self.duration)
+        n = 0
+        while total is None or n < total:
+            delay = start + n / self.rate - time.monotonic()
+            if self.stop.is_set() or (delay > 0 and self.enough.wait(delay)) or self.enough.is_set():
                 break
             self._offer()
+            n += 1
         for _ in self.workers:
             self.jobs.put(None)
 
@@ -117,6 +120,9 @@ class Load:
                 self.refusals.append((time.monotonic(), order.last_error))
             time.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    def finish(self):
+        self.enough.set()
 
     def join(self, timeout):
         self.pacer.join(timeout)

@@ -154,7 +154,8 @@ def judge(data):
     for sku in (PLENTY, SCARCE):
         view = stock.get(sku) or {}
         got = view.get("reserved")
-        v.add(s, f"{sku} reserved", want_reserved[sku], got, got == want_reserved[sku])
+        v.add(s, f"{sku} reserved", want_reserved[sku], got, got == want_reserved[sku],
+              f"{len(stuck)} orders not final may hold reservations" if stuck and got != want_reserved[sku] else "")
         total = (view.get("available") or 0) + (view.get("reserved") or 0)
         v.add(s, f"{sku} available + reserved", STOCK[sku], total, total == STOCK[sku])
 
@@ -212,6 +213,10 @@ def judge(data):
         moved = sum(n or 0 for n in data["rebalance_records"].values())
         v.add(s, "records handled by the members added in the rebalance", ">0", moved, moved > 0,
               "" if moved else "no partition moved: the rebalance tested nothing")
+    broken = data.get("broker_health")
+    v.add("infrastructure", "our broker ran to the end without a panic", "yes", "no" if broken else "yes",
+          not broken, f"{broken}: the figures above are the broker's failure, not the services'"
+          if broken else "")
     if not data["settled"]:
         v.add("settle", "settled within the bound", "yes", "no", False, data.get("settle_note", ""))
     return v
