@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use yaml_rust2::Yaml;
 
-use crate::{Loaded, agreed, expected_topics, host_of, load, render, scalar, services};
+use crate::services::{Loaded, services};
+use crate::{agreed, expected_topics, host_of, load, render, scalar};
 
 const FILE: &str = "docker-compose.yml";
 

@@ -3,7 +3,8 @@
 //!
 //! It reads docker-compose.yml as `docker-compose config` resolves it, and every overlay as
 //! `kubectl kustomize` renders it (`scripts/setup` installs docker-compose; the machine image
-//! ships kubectl), then for each of the four services:
+//! ships kubectl), then for each service in the workspace (`services.rs` lists them, and a
+//! test there fails on a `services/<name>` it does not list):
 //! - loads the service's real `Settings` from exactly the environment the file gives it, so an
 //!   unknown `SPINE__…` key or a bad value fails here, naming the key;
 //! - checks the port, probes and healthcheck against the loaded `http.port`;
@@ -16,75 +17,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use spine_kit::config::{STANDARD_ENV, Sources, load_from};
+use spine_kit::config::{STANDARD_ENV, Sources};
 use spine_kit::kafka::consumer::dlq_topic;
-use spine_kit::settings::KafkaSettings;
 use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::services::{Loaded, Service};
 
 mod compose;
 mod k8s;
-
-/// What the test needs of one service's loaded settings.
-#[derive(Debug)]
-struct Loaded {
-    port: u16,
-    host: String,
-    group: Option<String>,
-    kafka: KafkaSettings,
-    database_url: String,
-}
-
-/// One service as the code defines it.
-struct Service {
-    name: &'static str,
-    /// Topics its consumer group reads (its DLQ is `<group><dlq_suffix>`).
-    consumes: &'static [&'static str],
-    load: fn(&Sources) -> Result<Loaded, String>,
-}
-
-const ORDERS: &str = spine_events::orders::TOPIC;
-const INVENTORY: &str = spine_events::inventory::TOPIC;
-const EMAIL: &str = spine_events::email::TOPIC;
-
-macro_rules! loader {
-    ($krate:ident, $own:ident) => {
-        |sources: &Sources| {
-            let s: $krate::settings::Settings = load_from(sources).map_err(|e| e.to_string())?;
-            Ok(Loaded {
-                port: s.http.port,
-                host: s.http.host.clone(),
-                group: Some(s.$own.consumer_group.clone()),
-                kafka: s.kafka.clone(),
-                database_url: secrecy::ExposeSecret::expose_secret(&s.database.url).to_owned(),
-            })
-        }
-    };
-}
-
-fn services() -> Vec<Service> {
-    vec![
-        Service {
-            name: "orders",
-            consumes: &[INVENTORY],
-            load: loader!(spine_orders, orders),
-        },
-        Service {
-            name: "inventory",
-            consumes: &[ORDERS],
-            load: loader!(spine_inventory, inventory),
-        },
-        Service {
-            name: "email",
-            consumes: &[ORDERS],
-            load: loader!(spine_email, email),
-        },
-        Service {
-            name: "analytics",
-            consumes: &[ORDERS, INVENTORY, EMAIL],
-            load: loader!(spine_analytics, analytics),
-        },
-    ]
-}
+mod services;
 
 /// Loads a service's settings from the environment a deployment file gives it, after checking
 /// that every variable is one the services read.
