@@ -236,6 +236,23 @@ pub fn error_response(
     (status, Json(body)).into_response()
 }
 
+/// The 503 a service answers while a dependency is down (see [`crate::db::is_outage`]): the
+/// JSON error body with code `unavailable`, and `Retry-After: 1`, so that clients and load
+/// balancers back off and retry instead of counting a failure.
+pub fn unavailable_response(message: impl std::fmt::Display) -> Response {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        message,
+        None,
+    );
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
+}
+
 /// Binds the service's HTTP listener; the error names the settings to change.
 pub async fn bind(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpListener> {
     let address = format!("{host}:{port}");

@@ -127,19 +127,10 @@ async fn stats(State(state): State<AppState>) -> Response {
 /// A failed read of the aggregates: 503 with `Retry-After` while the database is down (clients
 /// and load balancers back off and retry), 500 otherwise.
 fn stats_error(err: &sqlx::Error) -> Response {
-    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::http::StatusCode;
     if spine_kit::db::is_outage(err) {
         tracing::warn!(error = %err, "cannot read the aggregates: database unavailable");
-        let mut response = spine_kit::http::error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the service is temporarily unavailable",
-            None,
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        response
+        spine_kit::http::unavailable_response("the service is temporarily unavailable")
     } else {
         tracing::error!(error = %err, "cannot read the aggregates");
         spine_kit::http::error_response(

@@ -35,9 +35,6 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-/// What a 503 asks the client to wait, in seconds.
-const RETRY_AFTER_SECONDS: &str = "1";
-
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
@@ -100,14 +97,10 @@ impl IntoResponse for ApiError {
             Self::InvalidField { field, .. } => Some(field.as_str()),
             _ => None,
         };
-        let mut response = spine_kit::http::error_response(status, code, &self, field);
         if matches!(self, Self::Unavailable(_)) {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
+            return spine_kit::http::unavailable_response(&self);
         }
-        response
+        spine_kit::http::error_response(status, code, &self, field)
     }
 }
 

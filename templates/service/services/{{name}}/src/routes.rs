@@ -91,14 +91,10 @@ impl IntoResponse for ApiError {
             Self::InvalidField { field, .. } => Some(field.as_str()),
             _ => None,
         };
-        let mut response = spine_kit::http::error_response(status, code, &self, field);
         if matches!(self, Self::Unavailable(_)) {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+            return spine_kit::http::unavailable_response(&self);
         }
-        response
+        spine_kit::http::error_response(status, code, &self, field)
     }
 }
 
