@@ -26,8 +26,8 @@ from report import FINAL, judge  # noqa: E402
 SERVICES = ["orders", "inventory", "email", "analytics"]
 SCALED = ["email", "inventory"]  # the groups the rebalance scenario scales 1 -> 3 -> 1
 FAST = ["kill-orders", "kill-inventory", "kill-email", "kill-analytics", "smtp-outage",
-        "rebalance", "duplicates", "poison", "panic"]
-FULL = FAST + ["broker-freeze", "broker-kill", "postgres-outage"]
+        "rebalance", "duplicates", "poison", "panic", "broker-freeze"]
+FULL = FAST + ["broker-kill", "postgres-outage"]
 # Scenarios that run through the whole load rather than in a slot of their own.
 BACKGROUND = {"duplicates", "poison", "panic"}
 
