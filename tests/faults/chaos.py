@@ -39,7 +39,8 @@ def say(msg):
 class Run:
     def __init__(self, args):
         self.args = args
-        self.scenarios = args.only or (FULL if args.full else FAST)
+        chosen = args.only or (FULL if args.full else FAST)
+        self.scenarios = [s for s in chosen if s not in (args.skip or [])]
         self.t0 = time.monotonic()
         self.work = tempfile.mkdtemp(prefix="spine-chaos-")
         os.chmod(self.work, 0o755)  # PostgreSQL runs as the OS user postgres when we are root
@@ -412,10 +413,13 @@ def sleep_until(when):
 def main():
     p = argparse.ArgumentParser(prog="scripts/chaos", description="The fault suite: faults "
                                 "injected into the four services under load, then counted.")
-    p.add_argument("--full", action="store_true", help="add the broker freeze, the durable broker "
-                   "kill and the PostgreSQL outage, with the services on PostgreSQL")
+    p.add_argument("--full", action="store_true", help="add the durable broker kill and the "
+                   "PostgreSQL outage, with the services on PostgreSQL")
     p.add_argument("--only", action="append", choices=FULL, metavar="SCENARIO",
                    help=f"run only this scenario (repeatable): {', '.join(FULL)}")
+    p.add_argument("--skip", action="append", choices=FULL, metavar="SCENARIO",
+                   help="leave this scenario out (repeatable), e.g. --full --broker fast --skip "
+                   "broker-kill")
     p.add_argument("--bin-dir", required=True, help=argparse.SUPPRESS)  # set by scripts/chaos
     p.add_argument("--rate", type=float, default=20, help="orders per second (default 20)")
     p.add_argument("--smtp-outage", type=int, default=30, help="seconds (default 30)")
@@ -428,8 +432,9 @@ def main():
                    help="tansu build (default fast; durable with --full)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs) even on success")
     args = p.parse_args()
-    needs_pg = args.full or (args.only and "postgres-outage" in args.only)
-    needs_durable = args.full or (args.only and "broker-kill" in args.only)
+    chosen = [s for s in (args.only or (FULL if args.full else FAST)) if s not in (args.skip or [])]
+    needs_pg = args.full or "postgres-outage" in chosen
+    needs_durable = "broker-kill" in chosen
     args.db = args.db or ("postgres" if needs_pg else "sqlite")
     args.broker = args.broker or ("durable" if needs_durable else "fast")
     args.settle_timeout = args.settle_timeout or (180 if args.full else 90)
