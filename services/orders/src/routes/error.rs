@@ -45,6 +45,10 @@ pub enum ApiError {
         /// Seconds to wait.
         retry_after_secs: u64,
     },
+    /// The database is down or cannot serve now (`spine_kit::db::is_outage`): 503 with
+    /// `Retry-After`, so that clients retry with the same Idempotency-Key.
+    #[error("the service is temporarily unavailable")]
+    Unavailable(#[source] sqlx::Error),
     /// Anything else: logged, answered as a bare 500.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -65,6 +69,7 @@ impl ApiError {
             }
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -72,7 +77,12 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
-        Self::Internal(err.into())
+        match err {
+            crate::store::StoreError::Db(err) if spine_kit::db::is_outage(&err) => {
+                Self::Unavailable(err)
+            }
+            err => Self::Internal(err.into()),
+        }
     }
 }
 
@@ -92,8 +102,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if let Self::Internal(err) = &self {
-            tracing::error!(error = format!("{err:#}"), "request failed");
+        match &self {
+            Self::Internal(err) => tracing::error!(error = format!("{err:#}"), "request failed"),
+            Self::Unavailable(err) => {
+                tracing::warn!(error = %err, "database unavailable");
+                return spine_kit::http::unavailable_response(&self);
+            }
+            _ => {}
         }
         let field = match &self {
             Self::InvalidField { field, .. } => Some(field.as_str()),
@@ -110,5 +125,21 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_database_outage_is_a_503_with_retry_after_and_other_failures_a_500() {
+        let outage = ApiError::from(StoreError::Db(sqlx::Error::PoolTimedOut)).into_response();
+        assert_eq!(outage.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(outage.headers().contains_key(header::RETRY_AFTER));
+        let failure = ApiError::from(StoreError::Db(sqlx::Error::RowNotFound)).into_response();
+        assert_eq!(failure.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!failure.headers().contains_key(header::RETRY_AFTER));
     }
 }
