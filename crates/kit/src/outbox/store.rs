@@ -231,32 +231,36 @@ impl Outbox {
     /// `message.max.bytes`): the relay tries it again with a fresh count of rejections.
     /// Returns whether such a quarantined row existed.
     pub async fn release(&self, id: i64) -> Result<bool, sqlx::Error> {
-        let released = sqlx::query(
+        self.on_quarantined(
             "UPDATE spine_outbox SET quarantined_at = NULL, rejections = 0, not_before = NULL
              WHERE id = $1 AND quarantined_at IS NOT NULL AND published_at IS NULL",
+            id,
         )
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        self.wake.notify_one();
-        Ok(released == 1)
+        .await
     }
 
     /// Deletes quarantined row `id` for good, so that its key's later rows are published. The
     /// event is lost to consumers: save it first (docs/runbook.md). Returns whether such a
     /// quarantined row existed.
     pub async fn discard(&self, id: i64) -> Result<bool, sqlx::Error> {
-        let discarded = sqlx::query(
+        self.on_quarantined(
             "DELETE FROM spine_outbox
              WHERE id = $1 AND quarantined_at IS NOT NULL AND published_at IS NULL",
+            id,
         )
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .await
+    }
+
+    /// Runs `sql` on quarantined row `id` and wakes the relay, whose next claim may now include
+    /// the rows held behind it. Returns whether the row was there.
+    async fn on_quarantined(&self, sql: &'static str, id: i64) -> Result<bool, sqlx::Error> {
+        let affected = sqlx::query(sql)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         self.wake.notify_one();
-        Ok(discarded == 1)
+        Ok(affected == 1)
     }
 
     /// The pool, for the service's own queries.
