@@ -33,6 +33,7 @@ pub struct CatalogEntry {
     version: u32,
     full_name: String,
     topic: String,
+    json: String,
     schema: Schema,
     canonical_form: String,
     fingerprint: u64,
@@ -77,6 +78,7 @@ impl CatalogEntry {
             version,
             full_name,
             topic,
+            json: json.to_owned(),
             schema,
             canonical_form,
             fingerprint,
@@ -86,6 +88,12 @@ impl CatalogEntry {
     /// The file the schema came from, e.g. `OrderPlaced.v2.avsc`.
     pub fn file(&self) -> &str {
         &self.file
+    }
+
+    /// The schema file's JSON as written, docs and defaults included: what a schema registry
+    /// is given (the Parsing Canonical Form drops defaults, which compatibility needs).
+    pub fn json(&self) -> &str {
+        &self.json
     }
 
     /// The event's name, e.g. `OrderPlaced`.

@@ -1,11 +1,24 @@
-//! Avro single-object encoding of [`Event`]s, with schema resolution on read.
+//! Avro encoding of [`Event`]s in two framings, with schema resolution on read.
 //!
-//! A message is `C3 01`, then the 8-byte little-endian CRC-64-AVRO fingerprint of the writer's
-//! schema, then the Avro binary datum. No registry is involved: the fingerprint names an entry
-//! of the embedded [`catalog`], so every reader must ship a schema before any writer uses it.
+//! - **Single-object encoding** (the default, no registry): `C3 01`, the 8-byte little-endian
+//!   CRC-64-AVRO fingerprint of the writer's schema, then the Avro binary datum. The fingerprint
+//!   names an entry of the embedded [`catalog`], so every reader must ship a schema before any
+//!   writer uses it.
+//! - **Confluent framing** (what Kafka Connect, ksqlDB, Flink and Confluent's serializers
+//!   expect): a `00` magic byte, the 4-byte big-endian id a schema registry gave the writer's
+//!   schema, then the datum. The id ↔ catalog entry pairs are learned at run time
+//!   ([`learn_schema_id`]): the kit registers or looks up every catalog schema at startup and
+//!   resolves ids it has not seen before a handler decodes.
+//!
+//! Which framing [`encode`] writes is set per process and topic ([`set_framing`]); [`decode`]
+//! and [`peek`] read both whatever the writer chose, so a topic can migrate from one to the
+//! other with its consumers running. Both the framing and the learned ids are process-wide,
+//! like the catalog itself: a process talks to one registry.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::ptr;
+use std::sync::{LazyLock, PoisonError, RwLock};
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
@@ -21,10 +34,105 @@ pub const MAGIC: [u8; 2] = [0xC3, 0x01];
 /// Length of the single-object header: [`MAGIC`] and the 8-byte fingerprint.
 pub const HEADER_LEN: usize = 10;
 
-/// Content type for a header on messages written by [`encode`].
+/// The byte every Confluent-framed message starts with.
+pub const CONFLUENT_MAGIC: u8 = 0x00;
+
+/// Length of the Confluent header: [`CONFLUENT_MAGIC`] and the 4-byte big-endian schema id.
+pub const CONFLUENT_HEADER_LEN: usize = 5;
+
+/// Content type for a header on messages in single-object encoding.
 pub const CONTENT_TYPE: &str = "application/vnd.apache.avro+binary; encoding=single-object";
 
-/// Encodes `event` with the catalog schema of `E::NAME` version `E::VERSION`.
+/// Content type for a header on messages in Confluent framing.
+pub const CONFLUENT_CONTENT_TYPE: &str = "application/vnd.apache.avro+binary; encoding=confluent";
+
+/// How a message's value is framed around the Avro datum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// `C3 01` + CRC-64-AVRO fingerprint: the embedded catalog, no registry.
+    #[default]
+    SingleObject,
+    /// `00` + 4-byte schema registry id: Confluent's wire format.
+    Confluent,
+}
+
+impl Framing {
+    /// The content type header value for messages in this framing.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::SingleObject => CONTENT_TYPE,
+            Self::Confluent => CONFLUENT_CONTENT_TYPE,
+        }
+    }
+
+    /// The framing `bytes` are in, from their first byte; `None` for neither.
+    pub fn of(bytes: &[u8]) -> Option<Self> {
+        match bytes.first()? {
+            0xC3 => Some(Self::SingleObject),
+            &CONFLUENT_MAGIC => Some(Self::Confluent),
+            _ => None,
+        }
+    }
+}
+
+/// What [`encode`] writes, per topic; and the registry ids learned so far.
+#[derive(Default)]
+struct Wire {
+    framing: Framing,
+    topic_framing: HashMap<String, Framing>,
+    /// Registry id → catalog entry, for reading (several ids may name one schema).
+    entries: HashMap<u32, &'static CatalogEntry>,
+    /// Catalog fingerprint → the id this process writes for it.
+    ids: HashMap<u64, u32>,
+}
+
+static WIRE: LazyLock<RwLock<Wire>> = LazyLock::new(RwLock::default);
+
+fn wire() -> std::sync::RwLockReadGuard<'static, Wire> {
+    // The lock guards plain maps that are never left half-written: a poisoned lock is fine.
+    WIRE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sets the framing [`encode`] writes: `default` for every topic, except those in `by_topic`.
+/// Call it once at startup, before anything is encoded.
+pub fn set_framing(default: Framing, by_topic: impl IntoIterator<Item = (String, Framing)>) {
+    let mut wire = WIRE.write().unwrap_or_else(PoisonError::into_inner);
+    wire.framing = default;
+    wire.topic_framing = by_topic.into_iter().collect();
+}
+
+/// The framing [`encode`] writes on `topic`.
+pub fn framing_for(topic: &str) -> Framing {
+    let wire = wire();
+    wire.topic_framing
+        .get(topic)
+        .copied()
+        .unwrap_or(wire.framing)
+}
+
+/// Records that the schema registry's `id` names `entry`'s schema. The first id learned for an
+/// entry is the one [`encode`] writes.
+pub fn learn_schema_id(id: u32, entry: &'static CatalogEntry) {
+    let mut wire = WIRE.write().unwrap_or_else(PoisonError::into_inner);
+    wire.entries.insert(id, entry);
+    wire.ids.entry(entry.fingerprint()).or_insert(id);
+}
+
+/// The registry id [`encode`] writes for `entry`, once learned.
+pub fn schema_id_of(entry: &CatalogEntry) -> Option<u32> {
+    wire().ids.get(&entry.fingerprint()).copied()
+}
+
+/// The schema id of Confluent-framed `bytes` when this process has not learned it yet: what
+/// the kit resolves with the registry before a handler decodes. `None` for anything else.
+pub fn unknown_schema_id(bytes: &[u8]) -> Option<u32> {
+    let id = confluent_id(bytes).ok()?;
+    (!wire().entries.contains_key(&id)).then_some(id)
+}
+
+/// Encodes `event` with the catalog schema of `E::NAME` version `E::VERSION`, in the framing
+/// set for its topic ([`set_framing`]; single-object unless told otherwise).
 pub fn encode<E: Event>(event: &E) -> Result<Vec<u8>, EncodeError> {
     let entry = catalog()
         .get(E::NAME, E::VERSION)
@@ -41,15 +149,27 @@ pub fn encode<E: Event>(event: &E) -> Result<Vec<u8>, EncodeError> {
         .build()
         .map_err(serialize_error)?;
     let mut bytes = Vec::with_capacity(256);
-    bytes.extend_from_slice(&entry.header());
+    match framing_for(entry.topic()) {
+        Framing::SingleObject => bytes.extend_from_slice(&entry.header()),
+        Framing::Confluent => {
+            let id = schema_id_of(entry).ok_or_else(|| EncodeError::NoSchemaId {
+                name: E::NAME,
+                version: E::VERSION,
+                topic: entry.topic().to_owned(),
+            })?;
+            bytes.push(CONFLUENT_MAGIC);
+            bytes.extend_from_slice(&id.to_be_bytes());
+        }
+    }
     writer
         .write_ser(&mut bytes, event)
         .map_err(serialize_error)?;
     Ok(bytes)
 }
 
-/// Decodes bytes written by [`encode`] with any catalog version of `E::NAME`, resolving the
-/// writer's schema to `E`'s (new fields get their defaults, removed ones are dropped).
+/// Decodes bytes written by [`encode`] (either framing) with any catalog version of `E::NAME`,
+/// resolving the writer's schema to `E`'s (new fields get their defaults, removed ones are
+/// dropped).
 ///
 /// Never panics, whatever the input; every error is poison ([`DecodeError::is_poison`]).
 pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, DecodeError> {
@@ -67,7 +187,7 @@ pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, DecodeError> {
             version: writer_entry.version(),
         });
     }
-    let written = read_datum(writer_entry, &bytes[HEADER_LEN..])?;
+    let written = read_datum(writer_entry, datum(bytes)?)?;
     let incompatible = |reason: String| DecodeError::Incompatible {
         event: E::NAME,
         writer_version: writer_entry.version(),
@@ -86,15 +206,56 @@ pub fn decode<E: Event>(bytes: &[u8]) -> Result<E, DecodeError> {
     apache_avro::from_value(&value).map_err(|e| incompatible(e.to_string()))
 }
 
-/// Which event and version wrote `bytes`, read from the header alone.
+/// Which event and version wrote `bytes`, read from the header alone (either framing).
 ///
 /// For dispatch on a topic that carries several events: match on [`CatalogEntry::name`], then
 /// [`decode`] into that event's type.
 pub fn peek(bytes: &[u8]) -> Result<&'static CatalogEntry, DecodeError> {
+    if Framing::of(bytes) == Some(Framing::Confluent) {
+        let id = confluent_id(bytes)?;
+        return wire()
+            .entries
+            .get(&id)
+            .copied()
+            .ok_or_else(|| DecodeError::UnknownSchemaId {
+                id,
+                reason: "the schema registry does not have it, it names a schema outside this build's catalog, or no schemas.registry.url is set".to_owned(),
+            });
+    }
     let fingerprint = fingerprint(bytes)?;
     catalog()
         .by_fingerprint(fingerprint)
         .ok_or(DecodeError::UnknownFingerprint { fingerprint })
+}
+
+/// The Avro datum after the header of either framing.
+pub fn datum(bytes: &[u8]) -> Result<&[u8], DecodeError> {
+    let len = match Framing::of(bytes) {
+        Some(Framing::Confluent) => CONFLUENT_HEADER_LEN,
+        _ => HEADER_LEN,
+    };
+    if bytes.len() < len {
+        return Err(DecodeError::TooShort { len: bytes.len() });
+    }
+    if len == HEADER_LEN {
+        // Checks the magic too.
+        fingerprint(bytes)?;
+    }
+    Ok(&bytes[len..])
+}
+
+/// The schema registry id from a Confluent header.
+pub fn confluent_id(bytes: &[u8]) -> Result<u32, DecodeError> {
+    let Some(header) = bytes.first_chunk::<CONFLUENT_HEADER_LEN>() else {
+        return Err(DecodeError::TooShort { len: bytes.len() });
+    };
+    if header[0] != CONFLUENT_MAGIC {
+        return Err(DecodeError::BadMagic {
+            found: [header[0], header[1]],
+        });
+    }
+    let id: [u8; 4] = header[1..].try_into().expect("the header is 1 + 4 bytes");
+    Ok(u32::from_be_bytes(id))
 }
 
 /// The writer schema's fingerprint from a single-object header.

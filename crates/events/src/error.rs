@@ -64,6 +64,17 @@ pub enum EncodeError {
         /// apache-avro's message.
         reason: String,
     },
+    /// The topic is written in Confluent framing but this schema has no registry id here: the
+    /// service did not register or look it up at startup (`spine_kit::schemas::init`).
+    #[error("{name} v{version} has no schema registry id in this process (topic {topic} uses Confluent framing)")]
+    NoSchemaId {
+        /// The event's name.
+        name: &'static str,
+        /// The schema version written.
+        version: u32,
+        /// Its topic.
+        topic: String,
+    },
 }
 
 /// Why bytes could not be decoded into the requested event.
@@ -71,14 +82,15 @@ pub enum EncodeError {
 /// Every variant is permanent for the given bytes: see [`DecodeError::is_poison`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// Fewer bytes than the 10-byte single-object header.
-    #[error("{len} bytes is too short for Avro single-object encoding (the header alone is 10)")]
+    /// Fewer bytes than the header of their framing (10 for single-object, 5 for Confluent).
+    #[error("{len} bytes is too short for an Avro header (single-object 10 bytes, Confluent 5)")]
     TooShort {
         /// How many bytes there were.
         len: usize,
     },
-    /// The first two bytes are not the single-object marker `C3 01`.
-    #[error("not Avro single-object encoding: starts with {:02x} {:02x}, expected c3 01", found[0], found[1])]
+    /// The bytes start with neither the single-object marker `C3 01` nor the Confluent magic
+    /// byte `00`.
+    #[error("not Avro single-object encoding (c3 01) nor Confluent framing (00): starts with {:02x} {:02x}", found[0], found[1])]
     BadMagic {
         /// The two bytes found instead.
         found: [u8; 2],
@@ -121,6 +133,17 @@ pub enum DecodeError {
         /// apache-avro's message.
         reason: String,
     },
+    /// Confluent framing whose schema id this process has not resolved: the registry does not
+    /// know the id, or it names a schema that is not in this build's catalog. (The kit's
+    /// consumer resolves unknown ids with the registry before decoding; a registry that is
+    /// down is an outage there, never this error.)
+    #[error("schema id {id} is not known here: {reason}")]
+    UnknownSchemaId {
+        /// The 4-byte big-endian id after the `00` magic byte.
+        id: u32,
+        /// Why it is not known.
+        reason: String,
+    },
     /// The reader type names a schema version that is not in the catalog (a bug in the caller).
     #[error("{name} v{version} is not in the schema catalog, so nothing can be read as it")]
     UnknownReader {
@@ -142,6 +165,7 @@ impl DecodeError {
             | Self::WrongEvent { .. }
             | Self::Malformed { .. }
             | Self::Incompatible { .. }
+            | Self::UnknownSchemaId { .. }
             | Self::UnknownReader { .. } => true,
         }
     }

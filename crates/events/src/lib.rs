@@ -30,7 +30,8 @@
 //!   facts; [`orders::v1`] pins an old version for compatibility tests.
 //! - [`catalog`](mod@catalog): the embedded schemas, parsed once, looked up by fingerprint or by
 //!   (name, version).
-//! - [`codec`]: [`encode`], [`decode`] and [`peek`] in Avro single-object encoding.
+//! - [`codec`]: [`encode`], [`decode`] and [`peek`] in Avro single-object encoding or
+//!   Confluent's registry framing ([`Framing`]).
 //! - [`compat`]: the schema gate (full compatibility between versions, naming, numbering),
 //!   run by `tools/schema-check`.
 //! - [`naming`]: the rule that an event name states a fact.
@@ -49,6 +50,6 @@ pub mod naming;
 pub mod orders;
 
 pub use catalog::{Catalog, CatalogEntry, catalog};
-pub use codec::{CONTENT_TYPE, decode, encode, peek};
+pub use codec::{CONTENT_TYPE, Framing, decode, encode, peek};
 pub use error::{DecodeError, EncodeError, SchemaError};
 pub use event::Event;

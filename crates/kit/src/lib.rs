@@ -12,6 +12,7 @@
 //! - [`db`]: SQLite or PostgreSQL pools behind one URL;
 //! - [`inbox`]: the idempotency record that makes at-least-once delivery safe;
 //! - [`outbox`]: the transactional outbox and its relay;
+//! - [`schemas`]: the Avro framing on the wire and the Confluent-compatible schema registry;
 //! - [`testing`]: a fresh SQLite or PostgreSQL database per test, a private broker per test.
 
 pub mod config;
@@ -21,6 +22,7 @@ pub mod inbox;
 pub mod kafka;
 pub mod log_format;
 pub mod outbox;
+pub mod schemas;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -4,10 +4,12 @@
 //! silently ignored setting.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
+pub use spine_events::Framing;
 
 /// The kit's settings as one struct: what a consumer-only service or a test needs.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -21,6 +23,96 @@ pub struct KitSettings {
     pub database: DatabaseSettings,
     /// The transactional outbox and its relay.
     pub outbox: OutboxSettings,
+    /// Avro framing on the wire and the schema registry.
+    pub schemas: SchemaSettings,
+}
+
+/// How events are framed on the wire, and the schema registry that Confluent framing needs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchemaSettings {
+    /// What this service writes: `single_object` (default: the embedded catalog's fingerprint,
+    /// no registry) or `confluent` (a registry's schema id, as Kafka Connect, ksqlDB, Flink
+    /// and Confluent's serializers expect; needs `schemas.registry.url`). Reading accepts both.
+    pub framing: Framing,
+    /// Per-topic exceptions to `framing`, e.g. `{"orders.events": confluent}` while one topic
+    /// migrates.
+    pub topic_framing: BTreeMap<String, Framing>,
+    /// The Confluent-compatible schema registry.
+    pub registry: RegistrySettings,
+}
+
+impl SchemaSettings {
+    /// True when some topic is written in Confluent framing.
+    pub fn uses_confluent(&self) -> bool {
+        self.framing == Framing::Confluent
+            || self.topic_framing.values().any(|f| *f == Framing::Confluent)
+    }
+}
+
+/// A Confluent-compatible schema registry (Confluent, Karapace, Apicurio's ccompat API,
+/// Redpanda), spoken to over its REST API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Base URL, e.g. `http://schema-registry:8081`; empty for none. With a URL, the service
+    /// resolves schema ids of Confluent-framed records it reads even when it writes
+    /// single-object encoding.
+    pub url: Option<String>,
+    /// Basic-auth user name, with `password`.
+    pub username: Option<String>,
+    /// Basic-auth password (from the environment or a Secret; never logged).
+    pub password: Option<SecretString>,
+    /// A PEM file of CA certificates to trust for an `https` URL, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// How a subject is named: `topic_record` (default, `<topic>-<record full name>`: several
+    /// event types share a topic), `topic` (`<topic>-value`) or `record` (`<full name>`).
+    pub subject_name_strategy: SubjectNameStrategy,
+    /// At startup, register every catalog schema under its subject (true, the default), or
+    /// only look the schemas up and refuse to start when the latest version of one is missing
+    /// (false: for registries where only CI registers, via `schema-check --registry`).
+    pub auto_register: bool,
+    /// Timeout of one request to the registry.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            username: None,
+            password: None,
+            ca_file: None,
+            subject_name_strategy: SubjectNameStrategy::TopicRecord,
+            auto_register: true,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How subjects are named in the registry (Confluent's `subject.name.strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectNameStrategy {
+    /// `<topic>-<record full name>` (Confluent's `TopicRecordNameStrategy`).
+    #[default]
+    TopicRecord,
+    /// `<topic>-value` (`TopicNameStrategy`): one event type per topic.
+    Topic,
+    /// `<record full name>` (`RecordNameStrategy`).
+    Record,
+}
+
+impl SubjectNameStrategy {
+    /// The subject of a value schema named `full_name` on `topic`.
+    pub fn subject(self, topic: &str, full_name: &str) -> String {
+        match self {
+            Self::TopicRecord => format!("{topic}-{full_name}"),
+            Self::Topic => format!("{topic}-value"),
+            Self::Record => full_name.to_owned(),
+        }
+    }
 }
 
 /// Transactional outbox and relay settings.

@@ -1,7 +1,7 @@
 //! The analytics service's settings: the kit's sections plus its own.
 
 use serde::Deserialize;
-use spine_kit::settings::{DatabaseSettings, KafkaSettings, TelemetrySettings};
+use spine_kit::settings::{DatabaseSettings, KafkaSettings, SchemaSettings, TelemetrySettings};
 
 /// Everything the service reads at startup (see `spine_kit::config` for the layers).
 #[derive(Debug, Clone, Deserialize)]
@@ -15,6 +15,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// The analytics database (`sqlite://analytics.db?mode=rwc` by default).
     pub database: DatabaseSettings,
+    /// Avro framing on the wire and the schema registry.
+    pub schemas: SchemaSettings,
     /// The service's own settings.
     pub analytics: AnalyticsSettings,
 }
@@ -29,6 +31,7 @@ impl Default for Settings {
                 url: "sqlite://analytics.db?mode=rwc".to_owned().into(),
                 ..DatabaseSettings::default()
             },
+            schemas: SchemaSettings::default(),
             analytics: AnalyticsSettings::default(),
         }
     }

@@ -58,6 +58,10 @@ impl Application {
     /// Checks the sender, opens the mailer, connects the database (migrating it), provisions
     /// topics, binds the port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Before anything is encoded: the framing, and the registry's ids when it is used.
+        spine_kit::schemas::init(&settings.schemas)
+            .await
+            .context("making the event schemas known (schemas.*)")?;
         let email = &settings.email;
         let from: Mailbox = email
             .from

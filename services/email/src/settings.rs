@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
-use spine_kit::settings::{DatabaseSettings, KafkaSettings, OutboxSettings, TelemetrySettings};
+use spine_kit::settings::{DatabaseSettings, KafkaSettings, OutboxSettings, SchemaSettings, TelemetrySettings};
 
 /// Everything the service reads at startup (see `spine_kit::config` for the layers).
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +19,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// The email database (`sqlite://email.db?mode=rwc` by default).
     pub database: DatabaseSettings,
+    /// Avro framing on the wire and the schema registry.
+    pub schemas: SchemaSettings,
     /// The outbox relay of EmailSent.
     pub outbox: OutboxSettings,
     /// The service's own settings.
@@ -36,6 +38,7 @@ impl Default for Settings {
                 url: "sqlite://email.db?mode=rwc".to_owned().into(),
                 ..DatabaseSettings::default()
             },
+            schemas: SchemaSettings::default(),
             outbox: OutboxSettings::default(),
             email: EmailSettings::default(),
         }

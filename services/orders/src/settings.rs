@@ -1,7 +1,7 @@
 //! The orders service's settings: the kit's sections plus its own.
 
 use serde::Deserialize;
-use spine_kit::settings::{DatabaseSettings, KafkaSettings, OutboxSettings, TelemetrySettings};
+use spine_kit::settings::{DatabaseSettings, KafkaSettings, OutboxSettings, SchemaSettings, TelemetrySettings};
 
 /// Everything the service reads at startup (see `spine_kit::config` for the layers).
 #[derive(Debug, Clone, Deserialize)]
@@ -15,6 +15,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// The orders database (`sqlite://orders.db?mode=rwc` by default).
     pub database: DatabaseSettings,
+    /// Avro framing on the wire and the schema registry.
+    pub schemas: SchemaSettings,
     /// The outbox relay and load shedding.
     pub outbox: OutboxSettings,
     /// The service's own settings.
@@ -32,6 +34,7 @@ impl Default for Settings {
                 url: "sqlite://orders.db?mode=rwc".to_owned().into(),
                 ..DatabaseSettings::default()
             },
+            schemas: SchemaSettings::default(),
             outbox: OutboxSettings::default(),
             orders: OrdersSettings::default(),
         }

@@ -39,7 +39,10 @@ impl OutgoingRecord {
             .with(headers::EVENT_ID, event.event_id().to_string())
             .with(headers::EVENT_TYPE, E::NAME)
             .with(headers::EVENT_VERSION, E::VERSION.to_string())
-            .with(headers::CONTENT_TYPE, spine_events::CONTENT_TYPE);
+            .with(
+                headers::CONTENT_TYPE,
+                spine_events::codec::framing_for(E::TOPIC).content_type(),
+            );
         headers.inject_current_context();
         Ok(Self {
             topic: E::TOPIC.to_owned(),

@@ -172,6 +172,9 @@ impl<H: Handler> Process<H> {
                 "injected panic (kafka.consumer.inject_panic_every = {})",
                 self.panics.every
             );
+            // A Confluent-framed record's schema id is resolved with the registry first, so
+            // that the handler's synchronous decode finds it (a registry outage is an outage).
+            crate::schemas::resolve(record.payload.as_deref()).await?;
             self.handler.handle(record).await
         })
         .catch_unwind();

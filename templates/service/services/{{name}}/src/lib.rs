@@ -58,6 +58,10 @@ pub struct Application {
 impl Application {
     /// Connects the database (migrating it), provisions topics, binds the port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Before anything is encoded: the framing, and the registry's ids when it is used.
+        spine_kit::schemas::init(&settings.schemas)
+            .await
+            .context("making the event schemas known (schemas.*)")?;
         let (pool, backend) = spine_kit::db::connect(&settings.database)
             .await
             .context("connecting the database (database.url)")?;

@@ -1,7 +1,7 @@
 //! The {{name}} service's settings: the kit's sections plus its own (`{{name}}.*`).
 
 use serde::Deserialize;
-use spine_kit::settings::{DatabaseSettings, KafkaSettings, OutboxSettings, TelemetrySettings};
+use spine_kit::settings::{DatabaseSettings, KafkaSettings, OutboxSettings, SchemaSettings, TelemetrySettings};
 
 /// Everything the service reads at startup (see `spine_kit::config` for the layers).
 #[derive(Debug, Clone, Deserialize)]
@@ -15,6 +15,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// The {{name}} database (`sqlite://{{name}}.db?mode=rwc` by default).
     pub database: DatabaseSettings,
+    /// Avro framing on the wire and the schema registry.
+    pub schemas: SchemaSettings,
     /// The outbox relay.
     pub outbox: OutboxSettings,
     /// The service's own settings.
@@ -32,6 +34,7 @@ impl Default for Settings {
                 url: "sqlite://{{name}}.db?mode=rwc".to_owned().into(),
                 ..DatabaseSettings::default()
             },
+            schemas: SchemaSettings::default(),
             outbox: OutboxSettings::default(),
             {{name}}: {{Name}}Settings::default(),
         }
