@@ -3,4 +3,5 @@
 mod catalog;
 mod codec;
 mod compat;
+mod framing;
 mod support;
