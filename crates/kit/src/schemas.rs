@@ -412,6 +412,16 @@ pub async fn init(settings: &SchemaSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Uses the registry in `settings` to resolve unknown ids ([`resolve`]) without registering or
+/// looking up anything: for tools that only read (e.g. `spine-dlq --registry`). A no-op without
+/// a URL, or when [`init`] already chose a registry.
+pub fn connect(settings: &RegistrySettings) -> Result<(), RegistryError> {
+    if let Some(registry) = SchemaRegistry::from_settings(settings)? {
+        let _ = REGISTRY.set(registry);
+    }
+    Ok(())
+}
+
 /// Makes the writer schema of `payload` known before a handler decodes it: for a
 /// Confluent-framed record with an id this process has not seen, asks the registry.
 ///

@@ -80,6 +80,13 @@ impl Dlq {
         include_parked: bool,
     ) -> Result<Vec<(DlqRecord, bool)>, DlqError> {
         let (records, parked) = self.scan().await?;
+        for record in &records {
+            // Confluent-framed values name their schema by registry id: learn the ids first
+            // (with `--registry`), so that the event type and the decoded value show.
+            if let Err(err) = spine_kit::schemas::resolve(Some(&record.payload)).await {
+                tracing::warn!(error = %err, "cannot resolve a schema id");
+            }
+        }
         select_from(&self.topic, records, &parked, filter, include_parked)
     }
 

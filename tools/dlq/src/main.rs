@@ -37,6 +37,10 @@ struct Cli {
     /// The consumer group whose DLQ (`<group>.dlq`) to use.
     #[arg(long, global = true, value_name = "GROUP")]
     group: Option<String>,
+    /// A Confluent-compatible schema registry, to decode records in Confluent framing
+    /// [default: $SPINE__SCHEMAS__REGISTRY__URL].
+    #[arg(long, global = true, value_name = "URL")]
+    registry: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -161,6 +165,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), DlqError> {
+    let registry = spine_kit::settings::RegistrySettings {
+        url: cli
+            .registry
+            .or_else(|| std::env::var("SPINE__SCHEMAS__REGISTRY__URL").ok()),
+        ..Default::default()
+    };
+    spine_kit::schemas::connect(&registry).map_err(|e| DlqError::Usage(e.to_string()))?;
     let dlq = Dlq::new(cli.brokers, cli.dlq, cli.group)?;
     let mut out = std::io::stdout().lock();
     match cli.command {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use serde_json::{Value, json};
-use spine_events::codec::HEADER_LEN;
 
 use crate::record::DlqRecord;
 
@@ -101,14 +100,14 @@ pub fn render(record: &DlqRecord, now_ms: i64) -> String {
     out
 }
 
-/// Decodes a single-object encoded value with its writer's schema from the catalog, into
-/// JSON. Returns the event type (`OrderPlaced.v2`) with the value, or why it cannot.
+/// Decodes a value (single-object encoding, or Confluent framing with an id this process knows)
+/// with its writer's schema from the catalog, into JSON. Returns the event type (`OrderPlaced.v2`) with the value, or why it cannot.
 pub fn decode_json(payload: &[u8]) -> Result<(String, Value), String> {
     let entry = spine_events::peek(payload).map_err(|e| e.to_string())?;
     let reader = GenericDatumReader::builder(entry.schema())
         .build()
         .map_err(|e| e.to_string())?;
-    let mut datum = &payload[HEADER_LEN..];
+    let mut datum = spine_events::codec::datum(payload).map_err(|e| e.to_string())?;
     let value = reader.read_value(&mut datum).map_err(|e| e.to_string())?;
     if !datum.is_empty() {
         return Err(format!("{} bytes left over after the datum", datum.len()));
