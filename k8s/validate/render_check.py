@@ -9,7 +9,9 @@ other API group lands in builtin.yaml, where kubernetes-validate fails on it for
 schema: nothing is skipped silently.
 
 Then checks what holds for every workload whatever the service, and what no schema can: no
-Secret is rendered (no secret value is committed); every Deployment runs non-root with a
+Secret is rendered (no secret value is committed) and every credential a container gets
+(DATABASE_URL, *_USERNAME, *_PASSWORD) comes from a Secret by secretKeyRef, none from a
+ConfigMap or a literal; logs are JSON wherever a ConfigMap sets their format; every Deployment runs non-root with a
 read-only root filesystem, no privilege escalation, all capabilities dropped, no service
 account token, probes, and resource requests and limits; every KafkaTopic belongs to the
 cluster `spine` and keeps events 7 days and DLQs 14 days; every KEDA trigger reads the brokers
@@ -29,6 +31,12 @@ import yaml
 CUSTOM_GROUPS = {"kafka.strimzi.io", "keda.sh", "monitoring.coreos.com"}
 
 DAY_MS = 24 * 3600 * 1000
+
+
+def is_credential(name):
+    """A variable holding a secret: a database URL (it carries the password), a user name or a
+    password."""
+    return name == "DATABASE_URL" or name.endswith(("_USERNAME", "_PASSWORD"))
 
 
 def main():
@@ -60,9 +68,20 @@ def main():
             brokers.add(d["data"]["KAFKA_BOOTSTRAP_SERVERS"])
     check(len(brokers) == 1, f"one KAFKA_BOOTSTRAP_SERVERS expected, found {sorted(brokers)}")
 
+    for name, cm in objects("ConfigMap").items():
+        for key, value in (cm.get("data") or {}).items():
+            check(not is_credential(key), f"ConfigMap {name}: {key} is a credential: read it from a Secret")
+            check(key != "SPINE__TELEMETRY__LOG_FORMAT" or value == "json",
+                  f"ConfigMap {name}: SPINE__TELEMETRY__LOG_FORMAT={value}, expected json")
+
     for name, dep in objects("Deployment").items():
         pod = dep["spec"]["template"]["spec"]
         where = f"Deployment {name}"
+        for container in pod["containers"]:
+            for env in container.get("env", []):
+                check(not is_credential(env["name"])
+                      or "secretKeyRef" in (env.get("valueFrom") or {}),
+                      f"{where}: {env['name']} must come from a Secret (secretKeyRef)")
         psc = pod.get("securityContext", {})
         check(pod.get("automountServiceAccountToken") is False, f"{where}: token automounted")
         check(psc.get("runAsNonRoot") is True, f"{where}: pod must run as non-root")

@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use spine_kit::settings::LogFormat;
 use yaml_rust2::Yaml;
 
 use crate::services::{Loaded, services};
-use crate::{agreed, expected_topics, host_of, load, render, scalar};
+use crate::{agreed, expected_topics, host_of, load, render, scalar, schemas};
 
 const FILE: &str = "docker-compose.yml";
 
@@ -87,7 +88,9 @@ fn docker_compose_agrees_with_the_services_configuration() {
     for service in services() {
         let spec = &all[service.name];
         assert!(!spec.is_badvalue(), "{FILE}: no service {}", service.name);
-        let settings = load(&service, &environment(spec), FILE);
+        let env = environment(spec);
+        let settings = load(&service, &env, FILE);
+        let schemas = schemas(service.name, &env, FILE);
         assert_eq!(
             settings.host, "0.0.0.0",
             "{FILE}: {} must listen on all interfaces",
@@ -104,9 +107,21 @@ fn docker_compose_agrees_with_the_services_configuration() {
             "{FILE}: {} must start after the topics exist",
             service.name
         );
+        assert_eq!(
+            settings.log_format,
+            LogFormat::Json,
+            "{FILE}: {}: logs must be JSON (SPINE__TELEMETRY__LOG_FORMAT: json)",
+            service.name
+        );
+        assert_eq!(
+            schemas.framing, "confluent",
+            "{FILE}: {}: the compose stack writes the Confluent framing (SPINE__SCHEMAS__FRAMING: confluent)",
+            service.name
+        );
         for address in [
             settings.kafka.bootstrap_servers.clone(),
             settings.database_url.clone(),
+            schemas.url.clone(),
         ] {
             let host = host_of(&address);
             assert!(
@@ -119,6 +134,10 @@ fn docker_compose_agrees_with_the_services_configuration() {
                 Some("service_healthy"),
                 "{FILE}: {} must wait for {host} to be healthy",
                 service.name
+            );
+            assert!(
+                all[host]["healthcheck"]["test"].as_vec().is_some(),
+                "{FILE}: {host} has no healthcheck, so nothing waits for it to be healthy"
             );
         }
         let check: Vec<String> = spec["healthcheck"]["test"]

@@ -2,10 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use spine_kit::settings::LogFormat;
 use yaml_rust2::Yaml;
 
 use crate::services::{Loaded, services};
-use crate::{agreed, expected_topics, load, read_yaml, render, scalar};
+use crate::{agreed, expected_topics, load, read_yaml, render, scalar, schemas};
 
 const OVERLAYS: &[&str] = &["dev", "prod"];
 
@@ -68,6 +69,31 @@ fn environment(
     env
 }
 
+/// The ConfigMap a container reads `var` from with `envFrom`, if one has it.
+fn config_map_with<'a>(docs: &'a [Yaml], container: &Yaml, var: &str) -> Option<&'a str> {
+    container["envFrom"]
+        .as_vec()?
+        .iter()
+        .filter_map(|source| source["configMapRef"]["name"].as_str())
+        .filter_map(|name| {
+            kind_of(docs, "ConfigMap")
+                .into_iter()
+                .find(|doc| name_of(doc) == name)
+        })
+        .find(|map| !map["data"][var].is_badvalue())
+        .map(name_of)
+}
+
+/// The `(Secret, key)` a container's `env` entry `var` reads with `secretKeyRef`, if it does.
+fn secret_key_ref<'a>(container: &'a Yaml, var: &str) -> Option<(&'a str, &'a str)> {
+    let entry = container["env"]
+        .as_vec()?
+        .iter()
+        .find(|entry| entry["name"].as_str() == Some(var))?;
+    let reference = &entry["valueFrom"]["secretKeyRef"];
+    Some((reference["name"].as_str()?, reference["key"].as_str()?))
+}
+
 fn port_number(container: &Yaml, port: &Yaml) -> Option<i64> {
     port.as_i64().or_else(|| {
         let name = port.as_str()?;
@@ -96,6 +122,37 @@ fn every_overlay_agrees_with_the_services_configuration() {
             let container = &spec["containers"][0];
             let env = environment(&docs, overlay, service.name, container);
             let settings = load(&service, &env, &path);
+            let schemas = schemas(service.name, &env, &path);
+
+            assert_eq!(
+                settings.log_format,
+                LogFormat::Json,
+                "{overlay}: {}: logs must be JSON (SPINE__TELEMETRY__LOG_FORMAT=json)",
+                service.name
+            );
+            assert!(
+                *overlay != "prod" || schemas.framing == "confluent",
+                "{overlay}: {}: production writes the Confluent framing (SPINE__SCHEMAS__FRAMING=confluent), found {}",
+                service.name,
+                schemas.framing
+            );
+            if schemas.framing == "confluent" {
+                assert!(
+                    config_map_with(&docs, container, "SPINE__SCHEMAS__REGISTRY__URL").is_some(),
+                    "{overlay}: {}: SPINE__SCHEMAS__REGISTRY__URL must come from a ConfigMap",
+                    service.name
+                );
+                for var in [
+                    "SPINE__SCHEMAS__REGISTRY__USERNAME",
+                    "SPINE__SCHEMAS__REGISTRY__PASSWORD",
+                ] {
+                    assert!(
+                        secret_key_ref(container, var).is_some(),
+                        "{overlay}: {}: {var} must come from a Secret (secretKeyRef)",
+                        service.name
+                    );
+                }
+            }
 
             assert_eq!(
                 settings.host, "0.0.0.0",

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use spine_kit::config::{Sources, load_from};
-use spine_kit::settings::KafkaSettings;
+use spine_kit::settings::{KafkaSettings, LogFormat};
 
 use crate::repo;
 
@@ -27,6 +27,8 @@ pub struct Loaded {
     pub kafka: KafkaSettings,
     /// `database.url`.
     pub database_url: String,
+    /// `telemetry.log_format`.
+    pub log_format: LogFormat,
 }
 
 /// One service as the code defines it.
@@ -56,6 +58,7 @@ macro_rules! loader {
                 group: Some(s.$own.consumer_group.clone()),
                 kafka: s.kafka.clone(),
                 database_url: secrecy::ExposeSecret::expose_secret(&s.database.url).to_owned(),
+                log_format: s.telemetry.log_format,
             })
         }
     };
