@@ -30,9 +30,6 @@ mod compose;
 mod k8s;
 mod services;
 
-/// The prefix of the schema registry settings' variables (`schemas.*`).
-const SCHEMAS_PREFIX: &str = "SPINE__SCHEMAS__";
-
 /// What a deployment file sets of the `schemas` settings, read from its variables as the
 /// settings contract names them (`schemas.framing`, `schemas.registry.*`).
 #[derive(Debug)]
@@ -72,13 +69,8 @@ fn schemas(service: &str, env: &BTreeMap<String, String>, file: &str) -> Schemas
 }
 
 /// Loads a service's settings from the environment a deployment file gives it, after checking
-/// that every variable is one the services read.
-///
-/// The `schemas` settings arrive in the kit with issue 15's registry framing, together with
-/// these files. Until a service's `Settings` has them, it rejects them as an unknown field
-/// `schemas`: the service is then loaded without the `SPINE__SCHEMAS__*` variables (which
-/// [`schemas`] still checks against the contract). Once it has them, they are loaded like
-/// every other variable, so a misspelt key or a bad value fails here by name.
+/// that every variable is one the services read; a misspelt key or a bad value (the
+/// `SPINE__SCHEMAS__*` ones included) fails here by name.
 fn load(service: &Service, env: &BTreeMap<String, String>, file: &str) -> Loaded {
     for name in env.keys() {
         let known = name.starts_with("SPINE__")
@@ -90,22 +82,11 @@ fn load(service: &Service, env: &BTreeMap<String, String>, file: &str) -> Loaded
             service.name
         );
     }
-    let sources = |keep: &dyn Fn(&str) -> bool| Sources {
-        env: env
-            .iter()
-            .filter(|(k, _)| keep(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+    let sources = Sources {
+        env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         ..Sources::default()
     };
-    match (service.load)(&sources(&|_| true)) {
-        Ok(loaded) => loaded,
-        Err(err) if err.contains("unknown field `schemas`") => {
-            (service.load)(&sources(&|k| !k.starts_with(SCHEMAS_PREFIX)))
-                .unwrap_or_else(|err| panic!("{file}: {}: {err}", service.name))
-        }
-        Err(err) => panic!("{file}: {}: {err}", service.name),
-    }
+    (service.load)(&sources).unwrap_or_else(|err| panic!("{file}: {}: {err}", service.name))
 }
 
 /// The topics the services need created: the catalog's topics and one DLQ per group.

@@ -1,14 +1,18 @@
 //! The whole flow, all four services in this process on a broker of their own (started with
 //! `scripts/broker` on a free port, so no other test's facts reach them): an order in stock is
 //! confirmed and one out of stock rejected; each customer gets one email; analytics counts each
-//! fact once.
+//! fact once. Once in single-object encoding (no registry), once with every service on the
+//! Confluent framing and a schema registry, where Confluent's own Python client then reads
+//! every fact spine wrote and writes an order that spine's consumers take like their own.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use spine_kit::settings::DatabaseSettings;
+use spine_events::Framing;
+use spine_kit::settings::{DatabaseSettings, KafkaSettings, RegistrySettings, SchemaSettings};
 use spine_kit::testing::broker::Broker;
+use spine_kit::testing::registry::TestRegistry;
 use tokio_util::sync::CancellationToken;
 
 fn sqlite(dir: &Path, name: &str) -> DatabaseSettings {
@@ -50,6 +54,116 @@ fn emails_in(dir: &Path) -> Vec<(PathBuf, String)> {
 async fn an_order_travels_from_the_api_to_its_email_and_the_analytics() {
     spine_kit::testing::init_test_log();
     let broker = Broker::start();
+    flow(&broker, &SchemaSettings::default(), async |_| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_on_confluent_framing_interoperates_with_confluents_own_client() {
+    spine_kit::testing::init_test_log();
+    let broker = Broker::start();
+    let registry = TestRegistry::start().await;
+    let schemas = SchemaSettings {
+        framing: Framing::Confluent,
+        registry: RegistrySettings {
+            url: Some(registry.url()),
+            ..RegistrySettings::default()
+        },
+        ..SchemaSettings::default()
+    };
+    let kafka = broker.kafka();
+    let url = registry.url();
+    flow(&broker, &schemas, async |stats_url: &str| {
+        confluent_reads_what_spine_wrote(&kafka, &url);
+        confluent_writes_what_spine_reads(&kafka, &url, stats_url).await;
+    })
+    .await;
+}
+
+/// Runs `tests/interop/confluent_roundtrip.py` and returns its stdout lines as JSON.
+fn confluent_client(args: &[&str]) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/confluent_roundtrip.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs (scripts/setup installs it and confluent-kafka)");
+    assert!(
+        output.status.success(),
+        "Confluent's client failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object a line"))
+        .collect()
+}
+
+fn confluent_reads_what_spine_wrote(kafka: &KafkaSettings, registry: &str) {
+    let records = confluent_client(&[
+        "read",
+        "--bootstrap",
+        &kafka.bootstrap_servers,
+        "--registry",
+        registry,
+        "--topics",
+        "orders.events",
+        "inventory.events",
+        "email.events",
+    ]);
+    let mut names: Vec<String> = records
+        .iter()
+        .map(|r| format!("{}/{}", r["topic"].as_str().unwrap(), r["record"].as_str().unwrap()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "email.events/EmailSent",
+            "email.events/EmailSent",
+            "inventory.events/StockReservationFailed",
+            "inventory.events/StockReserved",
+            "orders.events/OrderConfirmed",
+            "orders.events/OrderPlaced",
+            "orders.events/OrderPlaced",
+            "orders.events/OrderRejected",
+        ],
+        "Confluent's AvroDeserializer reads every fact spine wrote: {records:?}"
+    );
+}
+
+async fn confluent_writes_what_spine_reads(kafka: &KafkaSettings, registry: &str, stats_url: &str) {
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/OrderPlaced.v2.avsc");
+    let written = confluent_client(&[
+        "write",
+        "--bootstrap",
+        &kafka.bootstrap_servers,
+        "--registry",
+        registry,
+        "--schema",
+        schema.to_str().unwrap(),
+    ]);
+    let order_id = written[0]["order_id"].as_str().unwrap().to_owned();
+    // inventory reserves its stock (a StockReserved for that order) and analytics counts it.
+    eventually("inventory to react to Confluent's OrderPlaced", async || {
+        let facts = spine_kit::testing::read_topic(kafka, "inventory.events", 3, Duration::from_secs(2));
+        facts.iter().find_map(|fact| {
+            let reserved: spine_events::inventory::StockReserved =
+                spine_events::decode(&fact.payload).ok()?;
+            (reserved.order_id.to_string() == order_id).then_some(())
+        })
+    })
+    .await;
+    eventually("analytics to count Confluent's OrderPlaced", async || {
+        let stats: Value = reqwest::get(stats_url).await.ok()?.json().await.ok()?;
+        (stats["events"]["OrderPlaced"] == 3).then_some(())
+    })
+    .await;
+}
+
+/// The flow on `broker` with every service on `schemas`; `more` runs once the flow's checks
+/// passed, with the stack still up, given analytics' stats URL.
+async fn flow(broker: &Broker, schemas: &SchemaSettings, more: impl AsyncFnOnce(&str)) {
     let data = tempfile::tempdir().unwrap();
     let emails = data.path().join("emails");
 
@@ -61,6 +175,7 @@ async fn an_order_travels_from_the_api_to_its_email_and_the_analytics() {
         kafka: broker.kafka(),
         database: sqlite(data.path(), "orders"),
         outbox: fast_outbox(),
+        schemas: schemas.clone(),
         ..Default::default()
     };
     orders.http.port = 0;
@@ -68,6 +183,7 @@ async fn an_order_travels_from_the_api_to_its_email_and_the_analytics() {
         kafka: broker.kafka(),
         database: sqlite(data.path(), "inventory"),
         outbox: fast_outbox(),
+        schemas: schemas.clone(),
         ..Default::default()
     };
     inventory.http.port = 0;
@@ -75,6 +191,7 @@ async fn an_order_travels_from_the_api_to_its_email_and_the_analytics() {
         kafka: broker.kafka(),
         database: sqlite(data.path(), "email"),
         outbox: fast_outbox(),
+        schemas: schemas.clone(),
         ..Default::default()
     };
     email.http.port = 0;
@@ -82,6 +199,7 @@ async fn an_order_travels_from_the_api_to_its_email_and_the_analytics() {
     let mut analytics = spine_analytics::settings::Settings {
         kafka: broker.kafka(),
         database: sqlite(data.path(), "analytics"),
+        schemas: schemas.clone(),
         ..Default::default()
     };
     analytics.http.port = 0;
@@ -163,8 +281,16 @@ async fn an_order_travels_from_the_api_to_its_email_and_the_analytics() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await; // anything duplicated would show by now
     let mail_after = emails_in(&emails);
-    token.cancel();
-    stack.await.unwrap().unwrap();
+    let framing = schemas.framing;
+    let facts = spine_kit::testing::read_topic(&broker.kafka(), "orders.events", 4, Duration::from_secs(10));
+    assert!(
+        !facts.is_empty() && facts.iter().all(|f| Framing::of(&f.payload) == Some(framing)),
+        "every fact on orders.events is in {framing:?}"
+    );
+    assert!(
+        facts.iter().all(|f| f.headers.get_str("content-type") == Some(framing.content_type())),
+        "the content-type header names the framing"
+    );
 
     assert_eq!(mail_after.len(), 2, "one email per order: {mail:?}");
     let to = |who: &str| {
@@ -182,4 +308,8 @@ async fn an_order_travels_from_the_api_to_its_email_and_the_analytics() {
     assert_eq!(stats["orders_by_status"]["REJECTED"], 1, "{stats}");
     assert_eq!(stats["revenue"]["EUR"]["total_minor"], 2500, "{stats}");
     assert_eq!(stats["time_to_outcome_ms"]["count"], 2, "{stats}");
+
+    more(&stats_url).await;
+    token.cancel();
+    stack.await.unwrap().unwrap();
 }

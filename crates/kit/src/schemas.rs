@@ -173,7 +173,13 @@ impl SchemaRegistry {
             key: "schemas.registry.url",
             message: format!("cannot build an HTTP client: {e}"),
         })?;
-        if settings.username.is_some() != settings.password.is_some() {
+        // Empty values count as unset: a Secret with empty keys means "no auth".
+        let username = settings.username.clone().filter(|u| !u.is_empty());
+        let password = settings
+            .password
+            .clone()
+            .filter(|p| !p.expose_secret().is_empty());
+        if username.is_some() != password.is_some() {
             return Err(RegistryError::Config {
                 key: "schemas.registry.password",
                 message: "set both schemas.registry.username and schemas.registry.password, or neither".into(),
@@ -182,8 +188,8 @@ impl SchemaRegistry {
         Ok(Some(Self {
             http,
             url: url.trim_end_matches('/').to_owned(),
-            username: settings.username.clone(),
-            password: settings.password.clone(),
+            username,
+            password,
             strategy: settings.subject_name_strategy,
         }))
     }
