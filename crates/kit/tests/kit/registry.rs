@@ -534,3 +534,64 @@ async fn confluents_python_client_authenticates_with_basic_auth() {
     run_confluent_client(&registry, Some(("spine", "s3cret"))).await;
     assert_eq!(registry.versions(SUBJECT).len(), 2);
 }
+
+/// spine's own registry client against the test registry: the two sides of issue 15 agree on
+/// shapes, codes and what counts as an outage.
+#[tokio::test]
+async fn spines_registry_client_registers_looks_up_reads_and_sees_outages() {
+    use spine_kit::schemas::{RegistryError, SchemaRegistry};
+    use spine_kit::settings::RegistrySettings;
+
+    let registry = TestRegistry::with_basic_auth("spine", "s3cret").await;
+    let settings = RegistrySettings {
+        url: Some(registry.url()),
+        username: Some("spine".into()),
+        password: Some("s3cret".to_owned().into()),
+        ..RegistrySettings::default()
+    };
+    let client = SchemaRegistry::from_settings(&settings).unwrap().unwrap();
+    let (v1, v2) = (schema("OrderPlaced.v1.avsc"), schema("OrderPlaced.v2.avsc"));
+
+    let first = client.register(SUBJECT, &v1).await.unwrap();
+    assert_eq!((first.id, first.version), (1, Some(1)));
+    assert_eq!(client.register(SUBJECT, &v1).await.unwrap().id, 1);
+    assert!(client.lookup(SUBJECT, &v2).await.unwrap().is_none());
+    let compatibility = client.check_compatibility(SUBJECT, &v2).await.unwrap();
+    assert!(compatibility.is_compatible, "{compatibility:?}");
+    assert_eq!(client.register(SUBJECT, &v2).await.unwrap().id, 2);
+    assert_eq!(client.lookup(SUBJECT, &v2).await.unwrap().unwrap().id, 2);
+    assert_eq!(client.schema_by_id(1).await.unwrap(), Some(v1.clone()));
+    assert_eq!(client.schema_by_id(9).await.unwrap(), None);
+
+    let required = with_field(&v2, json!({ "name": "coupon", "type": "string" }));
+    let compatibility = client
+        .check_compatibility(SUBJECT, &required)
+        .await
+        .unwrap();
+    assert!(!compatibility.is_compatible);
+    assert!(!compatibility.messages.is_empty());
+    match client.register(SUBJECT, &required).await {
+        Err(RegistryError::Rejected { status: 409, .. }) => {}
+        other => panic!("expected a 409 rejection, got {other:?}"),
+    }
+
+    registry.set_down(true);
+    let error = client.schema_by_id(1).await.unwrap_err();
+    assert!(error.is_outage(), "{error}");
+    registry.set_down(false);
+
+    let wrong = RegistrySettings {
+        password: Some("guess".to_owned().into()),
+        ..settings
+    };
+    let error = SchemaRegistry::from_settings(&wrong)
+        .unwrap()
+        .unwrap()
+        .schema_by_id(1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, RegistryError::Unauthorized { status: 401, .. }),
+        "{error}"
+    );
+}
