@@ -66,7 +66,9 @@ pub enum EncodeError {
     },
     /// The topic is written in Confluent framing but this schema has no registry id here: the
     /// service did not register or look it up at startup (`spine_kit::schemas::init`).
-    #[error("{name} v{version} has no schema registry id in this process (topic {topic} uses Confluent framing)")]
+    #[error(
+        "{name} v{version} has no schema registry id in this process (topic {topic} uses Confluent framing)"
+    )]
     NoSchemaId {
         /// The event's name.
         name: &'static str,

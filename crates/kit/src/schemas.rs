@@ -144,7 +144,12 @@ struct CompatibilityBody {
 impl SchemaRegistry {
     /// A client for the registry in `settings`; `None` when `url` is unset or empty.
     pub fn from_settings(settings: &RegistrySettings) -> Result<Option<Self>, RegistryError> {
-        let Some(url) = settings.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+        let Some(url) = settings
+            .url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        else {
             return Ok(None);
         };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -182,7 +187,9 @@ impl SchemaRegistry {
         if username.is_some() != password.is_some() {
             return Err(RegistryError::Config {
                 key: "schemas.registry.password",
-                message: "set both schemas.registry.username and schemas.registry.password, or neither".into(),
+                message:
+                    "set both schemas.registry.username and schemas.registry.password, or neither"
+                        .into(),
             });
         }
         Ok(Some(Self {
@@ -238,8 +245,11 @@ impl SchemaRegistry {
     pub async fn schema_by_id(&self, id: u32) -> Result<Option<String>, RegistryError> {
         let what = format!("schema id {id}");
         let found: Option<SchemaBody> = not_found_is_none(
-            self.send(&what, self.http.get(self.endpoint(&format!("/schemas/ids/{id}"))))
-                .await,
+            self.send(
+                &what,
+                self.http.get(self.endpoint(&format!("/schemas/ids/{id}"))),
+            )
+            .await,
         )?;
         Ok(found.map(|b| b.schema))
     }
@@ -324,7 +334,10 @@ impl SchemaRegistry {
             code: body
                 .as_ref()
                 .map_or(i64::from(status.as_u16()), |b| b.error_code),
-            message: body.map_or_else(|| String::from_utf8_lossy(&bytes).into_owned(), |b| b.message),
+            message: body.map_or_else(
+                || String::from_utf8_lossy(&bytes).into_owned(),
+                |b| b.message,
+            ),
         })
     }
 }
@@ -399,17 +412,25 @@ pub async fn init(settings: &SchemaSettings) -> anyhow::Result<()> {
             Some(Ok(registered)) => codec::learn_schema_id(registered.id, entry),
             Some(Err(err)) => {
                 return Err(err).with_context(|| {
-                    format!("making {} known to the schema registry as {subject}", entry.file())
+                    format!(
+                        "making {} known to the schema registry as {subject}",
+                        entry.file()
+                    )
                 });
             }
-            None if catalog().latest(entry.name()).is_some_and(|l| std::ptr::eq(l, entry)) => {
+            None if catalog()
+                .latest(entry.name())
+                .is_some_and(|l| std::ptr::eq(l, entry)) =>
+            {
                 anyhow::bail!(
                     "{} is not registered under {subject} in the schema registry at {} (schemas.registry.auto_register is false: register it with `schema-check --registry`)",
                     entry.file(),
                     registry.url()
                 );
             }
-            None => tracing::debug!(schema = entry.file(), %subject, "older schema version not registered"),
+            None => {
+                tracing::debug!(schema = entry.file(), %subject, "older schema version not registered")
+            }
         }
     }
     tracing::info!(url = registry.url(), framing = ?settings.framing, "schemas known to the registry");

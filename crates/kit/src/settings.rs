@@ -46,7 +46,10 @@ impl SchemaSettings {
     /// True when some topic is written in Confluent framing.
     pub fn uses_confluent(&self) -> bool {
         self.framing == Framing::Confluent
-            || self.topic_framing.values().any(|f| *f == Framing::Confluent)
+            || self
+                .topic_framing
+                .values()
+                .any(|f| *f == Framing::Confluent)
     }
 }
 

@@ -4,6 +4,7 @@
 //! broker per test ([`broker::Broker`]).
 
 pub mod broker;
+pub mod registry;
 
 use std::time::{Duration, Instant};
 

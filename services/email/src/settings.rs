@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
-use spine_kit::settings::{DatabaseSettings, KafkaSettings, OutboxSettings, SchemaSettings, TelemetrySettings};
+use spine_kit::settings::{
+    DatabaseSettings, KafkaSettings, OutboxSettings, SchemaSettings, TelemetrySettings,
+};
 
 /// Everything the service reads at startup (see `spine_kit::config` for the layers).
 #[derive(Debug, Clone, Deserialize)]

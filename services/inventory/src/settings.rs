@@ -1,7 +1,9 @@
 //! The inventory service's settings: the kit's sections plus its own.
 
 use serde::Deserialize;
-use spine_kit::settings::{DatabaseSettings, KafkaSettings, OutboxSettings, SchemaSettings, TelemetrySettings};
+use spine_kit::settings::{
+    DatabaseSettings, KafkaSettings, OutboxSettings, SchemaSettings, TelemetrySettings,
+};
 
 /// Everything the service reads at startup (see `spine_kit::config` for the layers).
 #[derive(Debug, Clone, Deserialize)]

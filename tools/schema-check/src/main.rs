@@ -73,13 +73,17 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     }
     let registry_only = dry_run || strategy.is_some() || username.is_some() || ca_file.is_some();
     if registry_only && registry.is_none() {
-        return Err("--dry-run, --subject-strategy, --username and --ca-file need --registry".into());
+        return Err(
+            "--dry-run, --subject-strategy, --username and --ca-file need --registry".into(),
+        );
     }
     if let Some(registry) = &mut registry {
         registry.subject_name_strategy = strategy.unwrap_or_default();
-        registry.password = username
-            .is_some()
-            .then(|| std::env::var("SCHEMA_REGISTRY_PASSWORD").unwrap_or_default().into());
+        registry.password = username.is_some().then(|| {
+            std::env::var("SCHEMA_REGISTRY_PASSWORD")
+                .unwrap_or_default()
+                .into()
+        });
         registry.username = username;
         registry.ca_file = ca_file;
     }
@@ -169,7 +173,11 @@ async fn take_to_registry(
     println!(
         "\n{} schema(s) {} the registry at {}:",
         entries.len(),
-        if dry_run { "checked against" } else { "registered with" },
+        if dry_run {
+            "checked against"
+        } else {
+            "registered with"
+        },
         registry.url()
     );
     let mut incompatible = 0;

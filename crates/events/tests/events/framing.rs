@@ -23,7 +23,11 @@ fn entry<E: Event>() -> &'static spine_events::CatalogEntry {
 fn confluent_framing_is_magic_zero_a_big_endian_id_and_the_same_datum() {
     let placed = order_placed();
     let single = encode(&placed).unwrap();
-    assert_eq!(framing_for(OrderPlaced::TOPIC), Framing::SingleObject, "the default");
+    assert_eq!(
+        framing_for(OrderPlaced::TOPIC),
+        Framing::SingleObject,
+        "the default"
+    );
 
     set_framing(Framing::Confluent, []);
     learn_schema_id(0x0102_0304, entry::<OrderPlaced>());
@@ -86,7 +90,13 @@ fn encoding_in_confluent_framing_without_a_learned_id_is_an_error_naming_the_eve
     set_framing(Framing::Confluent, []);
     let err = encode(&order_placed()).unwrap_err();
     assert!(
-        matches!(err, EncodeError::NoSchemaId { name: "OrderPlaced", .. }),
+        matches!(
+            err,
+            EncodeError::NoSchemaId {
+                name: "OrderPlaced",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("orders.events"), "{err}");
@@ -100,9 +110,16 @@ fn an_id_nobody_taught_this_process_is_unknown_and_poison() {
     bytes[1..5].copy_from_slice(&99u32.to_be_bytes());
 
     assert_eq!(unknown_schema_id(&bytes), Some(99));
-    assert_eq!(unknown_schema_id(&encode(&order_placed()).unwrap()), None, "5 is known");
+    assert_eq!(
+        unknown_schema_id(&encode(&order_placed()).unwrap()),
+        None,
+        "5 is known"
+    );
     let err = decode::<OrderPlaced>(&bytes).unwrap_err();
-    assert!(matches!(err, DecodeError::UnknownSchemaId { id: 99, .. }), "{err:?}");
+    assert!(
+        matches!(err, DecodeError::UnknownSchemaId { id: 99, .. }),
+        "{err:?}"
+    );
     assert!(err.is_poison());
     assert_eq!(schema_id_of(entry::<OrderPlaced>()), Some(5));
 }
