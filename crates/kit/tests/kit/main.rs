@@ -12,3 +12,4 @@ mod mock_faults;
 mod ordering;
 mod outbox;
 mod registry;
+mod schemas;
