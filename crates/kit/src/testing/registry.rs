@@ -23,6 +23,7 @@
 //! Only Avro schemas without references are supported. Compatibility follows Confluent's levels
 //! (default `BACKWARD`), decided by apache-avro's `SchemaCompatibility::can_read`.
 
+mod error;
 mod store;
 
 use std::collections::HashMap;
@@ -43,7 +44,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use store::{CompatibilityLevel, RegisteredSchema, RegistryError};
+pub use error::RegistryError;
+pub use store::{CompatibilityLevel, RegisteredSchema};
 use store::{SchemaRequest, Store, Version};
 
 /// The content type Confluent's registry answers with.
