@@ -179,11 +179,17 @@ impl TestRegistry {
         self.shared.store().set_level(subject, level);
     }
 
-    /// Stops listening and waits for the server task to end.
+    /// Stops listening and waits for the requests in flight to be answered (at most 5 s, then
+    /// the connections left are dropped), so that a test can then see clients meet a registry
+    /// that is gone.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(std::time::Duration::from_secs(5), &mut server)
+                .await
+                .is_err()
+        {
+            server.abort();
         }
     }
 }
