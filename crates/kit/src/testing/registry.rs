@@ -23,6 +23,7 @@
 //! Only Avro schemas without references are supported. Compatibility follows Confluent's levels
 //! (default `BACKWARD`), decided by apache-avro's `SchemaCompatibility::can_read`.
 
+mod error;
 mod store;
 
 use std::collections::HashMap;
@@ -43,7 +44,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use store::{CompatibilityLevel, RegisteredSchema, RegistryError};
+pub use error::RegistryError;
+pub use store::{CompatibilityLevel, RegisteredSchema};
 use store::{SchemaRequest, Store, Version};
 
 /// The content type Confluent's registry answers with.
@@ -177,11 +179,17 @@ impl TestRegistry {
         self.shared.store().set_level(subject, level);
     }
 
-    /// Stops listening and waits for the server task to end.
+    /// Stops listening and waits for the requests in flight to be answered (at most 5 s, then
+    /// the connections left are dropped), so that a test can then see clients meet a registry
+    /// that is gone.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
-        if let Some(server) = self.server.take() {
-            let _ = server.await;
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(std::time::Duration::from_secs(5), &mut server)
+                .await
+                .is_err()
+        {
+            server.abort();
         }
     }
 }
