@@ -13,7 +13,8 @@
 //! - [`inbox`]: the idempotency record that makes at-least-once delivery safe;
 //! - [`outbox`]: the transactional outbox and its relay;
 //! - [`schemas`]: the Avro framing on the wire and the Confluent-compatible schema registry;
-//! - [`testing`]: a fresh SQLite or PostgreSQL database per test, a private broker per test.
+//! - [`testing`]: a fresh SQLite or PostgreSQL database per test, a private broker per test,
+//!   an in-process Confluent-compatible schema registry.
 
 pub mod config;
 pub mod db;

@@ -449,6 +449,25 @@ pub fn connect(settings: &RegistrySettings) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// Learns the registry ids of every catalog schema the registry has (looked up under their
+/// subjects, nothing registered), and keeps the registry for [`resolve`]: for tools that read
+/// spine's topics without writing, e.g. the spike generator's outcome reader. Returns how many
+/// schemas the registry has.
+pub async fn learn_catalog(settings: &RegistrySettings) -> Result<usize, RegistryError> {
+    let Some(registry) = SchemaRegistry::from_settings(settings)? else {
+        return Ok(0);
+    };
+    let mut learned = 0;
+    for entry in catalog().entries() {
+        if let Some(found) = registry.lookup(&registry.subject(entry), entry.json()).await? {
+            codec::learn_schema_id(found.id, entry);
+            learned += 1;
+        }
+    }
+    let _ = REGISTRY.set(registry);
+    Ok(learned)
+}
+
 /// Makes the writer schema of `payload` known before a handler decodes it: for a
 /// Confluent-framed record with an id this process has not seen, asks the registry.
 ///

@@ -98,6 +98,10 @@ pub struct Args {
     /// security.protocol=SASL_SSL.
     #[arg(long, value_name = "KEY=VALUE", value_parser = property)]
     pub kafka_property: Vec<(String, String)>,
+    /// The schema registry, when the services write the Confluent framing
+    /// [default: $SPINE__SCHEMAS__REGISTRY__URL].
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
 
     /// The load shape.
     #[arg(long, value_enum, default_value_t = ProfileKind::Spike)]
@@ -324,9 +328,14 @@ fn config(args: Args) -> Result<Config, UsageError> {
     let out_dir = args.out.unwrap_or_else(|| {
         PathBuf::from("spike-report").join(compact_timestamp(SystemTime::now()))
     });
+    let registry = args
+        .registry
+        .or_else(|| std::env::var("SPINE__SCHEMAS__REGISTRY__URL").ok())
+        .filter(|url| !url.trim().is_empty());
     Ok(Config {
         base_url,
         kafka,
+        registry,
         profile,
         max_in_flight: args.max_in_flight as usize,
         timeout: args.timeout,

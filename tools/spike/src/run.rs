@@ -28,6 +28,8 @@ pub struct Config {
     pub base_url: String,
     /// The broker (bootstrap servers and passthrough librdkafka properties).
     pub kafka: KafkaSettings,
+    /// The schema registry whose ids the outcome reader learns (Confluent framing), if any.
+    pub registry: Option<String>,
     /// The load shape.
     pub profile: Profile,
     /// Requests allowed to wait at once; beyond it, due requests are dropped.
@@ -63,6 +65,9 @@ pub enum RunError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The schema registry (`--registry`) could not be asked for the catalog's ids.
+    #[error("--registry: {0}")]
+    Registry(#[from] spine_kit::schemas::RegistryError),
 }
 
 struct KafkaSide {
@@ -147,7 +152,17 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<Report, R
         .e2e
         .then(|| Arc::new(Mutex::new(Tracker::new(phases))));
     let kafka = match &tracker {
-        Some(tracker) => Some(start_kafka(config, tracker.clone()).await?),
+        Some(tracker) => {
+            if let Some(url) = &config.registry {
+                // The outcome reader peeks at facts in Confluent framing by their registry ids.
+                spine_kit::schemas::learn_catalog(&spine_kit::settings::RegistrySettings {
+                    url: Some(url.clone()),
+                    ..Default::default()
+                })
+                .await?;
+            }
+            Some(start_kafka(config, tracker.clone()).await?)
+        }
         None => None,
     };
     let progress = ProgressLine {
