@@ -3,6 +3,7 @@
 
 mod support;
 
+mod framing;
 mod orders;
 mod poison;
 mod read;

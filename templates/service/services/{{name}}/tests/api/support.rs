@@ -34,6 +34,11 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// [`spawn_app`] with settings changed by `adjust` first (e.g. the Confluent framing).
+pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     spine_kit::testing::init_test_log();
     let db = fresh_database(backend).await;
     let mut settings = Settings::default();
@@ -43,6 +48,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     settings.outbox.poll_interval = Duration::from_millis(100);
     settings.{{name}}.consumer_group = unique("{{name}}");
     settings.{{name}}.orders_topic = unique("orders.events");
+    adjust(&mut settings);
     let app = Application::build(settings.clone())
         .await
         .expect("the service starts (is the broker up? scripts/broker start)");
