@@ -187,10 +187,14 @@ impl SmtpMailer {
 
     /// What the operator must look at when `err` comes from our own configuration or the
     /// server's (credentials, TLS), rather than from the network or the mail.
-    fn diagnose(&self, err: &lettre::transport::smtp::Error) -> Option<String> {
+    fn diagnose(&self, err: &lettre::transport::smtp::Error) -> Option<Misconfigured> {
+        let misconfigured = |hint: String| Misconfigured {
+            hint,
+            detail: err.to_string(),
+        };
         let mode = self.tls.as_str();
         if let Some(code) = err.status() {
-            return match u16::from(code) {
+            let hint = match u16::from(code) {
                 535 => Some(
                     "SMTP authentication failed (535, credentials rejected): check email.smtp_username / email.smtp_password".to_owned(),
                 ),
@@ -205,28 +209,35 @@ impl SmtpMailer {
                 )),
                 _ => None,
             };
+            return hint.map(misconfigured);
         }
         let text = err.to_string();
         if err.is_client() && text.contains("STARTTLS is not supported") {
-            return Some(
+            return Some(misconfigured(
                 "the SMTP server does not offer STARTTLS, which email.smtp_tls = starttls requires: set implicit if the port speaks TLS from the first byte (465), or none for a plain relay on a trusted network".to_owned(),
-            );
+            ));
         }
         if err.is_client() && text.contains("No compatible authentication mechanism") {
-            return Some(format!(
+            return Some(misconfigured(format!(
                 "the SMTP server offers no AUTH mechanism we speak (PLAIN, LOGIN) on this connection: check email.smtp_tls (is {mode}; most servers offer AUTH only over TLS) and whether the server wants email.smtp_username at all"
-            ));
+            )));
         }
-        if err.is_tls() || is_tls_failure(err) {
-            return Some(format!(
-                "SMTP TLS handshake with {} failed (email.smtp_tls = {mode}): check email.smtp_ca_file (the CA that signed the server's certificate), email.smtp_tls_server_name (the name the certificate carries) and that the port speaks {}",
-                self.server_name,
-                if self.tls == SmtpTls::Implicit {
-                    "TLS from the first byte (465)"
-                } else {
-                    "STARTTLS (587)"
-                },
-            ));
+        let tls_error = tls_failure(err);
+        if err.is_tls() || tls_error.is_some() {
+            return Some(Misconfigured {
+                hint: format!(
+                    "SMTP TLS handshake with {} failed (email.smtp_tls = {mode}): check email.smtp_ca_file (the CA that signed the server's certificate), email.smtp_tls_server_name (the name the certificate carries) and that the port speaks {}",
+                    self.server_name,
+                    if self.tls == SmtpTls::Implicit {
+                        "TLS from the first byte (465)"
+                    } else {
+                        "STARTTLS (587)"
+                    },
+                ),
+                // rustls's own words ("invalid peer certificate: UnknownIssuer") without
+                // lettre's wrapping of them.
+                detail: tls_error.map_or(text, ToString::to_string),
+            });
         }
         None
     }
@@ -258,33 +269,38 @@ fn tls_parameters(settings: &EmailSettings, server_name: &str) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("setting up SMTP TLS (email.smtp_tls): {e}"))
 }
 
-/// Whether a connection error is rustls failing the handshake (lettre reports those as
-/// connection errors, like a refused connection). An `io::Error` hides its payload from
-/// `source()`, so each one in the chain is opened with `get_ref`.
-fn is_tls_failure(err: &(dyn std::error::Error + 'static)) -> bool {
+/// The rustls error inside a connection error, when the handshake failed (lettre reports
+/// those as connection errors, like a refused connection). An `io::Error` hides its payload
+/// from `source()`, so each one in the chain is opened with `get_ref`.
+fn tls_failure<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
     let mut next = Some(err);
     while let Some(e) = next {
-        if e.is::<rustls::Error>() {
-            return true;
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.get_ref().is_some_and(|inner| is_tls_failure(inner))
+        if let Some(tls) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| tls_failure(inner))
         {
-            return true;
+            return Some(tls);
         }
         next = e.source();
     }
-    false
+    None
 }
 
 /// An SMTP failure whose cause is the configuration or the server's, with what to check.
 /// Still an outage: every mail would fail the same way, so the consumer stalls (and its
 /// alert fires) until someone fixes it, and no mail is dead-lettered meanwhile.
 #[derive(Debug, thiserror::Error)]
-#[error("{hint} ({error})")]
+#[error("{hint} ({detail})")]
 struct Misconfigured {
+    /// What failed and which settings to check.
     hint: String,
-    error: lettre::transport::smtp::Error,
+    /// The failure in lettre's or rustls's words (never the password: lettre's errors hold
+    /// the server's answer, not what we sent).
+    detail: String,
 }
 
 impl Mailer for SmtpMailer {
@@ -299,10 +315,7 @@ impl Mailer for SmtpMailer {
             match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(err)) => match self.diagnose(&err) {
-                    Some(hint) => Err(MailError::Transient(Box::new(Misconfigured {
-                        hint,
-                        error: err,
-                    }))),
+                    Some(misconfigured) => Err(MailError::Transient(Box::new(misconfigured))),
                     None if is_permanent_for_this_mail(err.status()) => {
                         Err(MailError::Permanent(Box::new(err)))
                     }

@@ -289,6 +289,54 @@ async fn a_certificate_for_another_name_fails_the_handshake_as_an_outage() {
     assert!(smtp.auth_attempts().is_empty());
 }
 
+#[tokio::test]
+async fn implicit_tls_to_a_plain_port_fails_the_handshake_as_an_outage() {
+    let ca = TestCa::new();
+    let smtp = SmtpServer::start_secured("none", &ca, None);
+
+    // The server greets in plain text; the client expected a TLS handshake.
+    let err = send_one(
+        &secured(&smtp, SmtpTls::Implicit, Some(&ca), PASSWORD),
+        &recipient("implicit-to-plain"),
+    )
+    .await
+    .unwrap_err();
+
+    assert!(matches!(err, MailError::Transient(_)), "an outage: {err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("TLS handshake") && message.contains("email.smtp_tls = implicit"),
+        "{message}"
+    );
+    assert!(smtp.all_messages().is_empty());
+}
+
+#[tokio::test]
+async fn credentials_over_plain_smtp_to_a_server_offering_auth_only_over_tls_name_the_setting() {
+    let ca = TestCa::new();
+    // STARTTLS offered, AUTH only after it; the client was told not to use TLS.
+    let smtp = SmtpServer::start_secured("starttls", &ca, Some((USER, PASSWORD)));
+
+    let err = send_one(
+        &secured(&smtp, SmtpTls::None, None, PASSWORD),
+        &recipient("plain-auth"),
+    )
+    .await
+    .unwrap_err();
+
+    assert!(matches!(err, MailError::Transient(_)), "an outage: {err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("no AUTH mechanism") && message.contains("email.smtp_tls (is none"),
+        "{message}"
+    );
+    assert!(
+        smtp.auth_attempts().is_empty(),
+        "no credentials went out in clear"
+    );
+    assert!(smtp.all_messages().is_empty());
+}
+
 #[test]
 fn misconfigured_credentials_or_ca_file_stop_the_startup_naming_the_setting() {
     let ca = TestCa::new();
