@@ -1,8 +1,11 @@
-//! The mailer port and its two transports: `.eml` files (embedded default) and plain SMTP.
+//! The mailer port and its two transports: `.eml` files (embedded default) and SMTP (plain,
+//! STARTTLS or implicit TLS, with AUTH).
 //! Errors are classified here, once: a transient failure may succeed later without anything
 //! changing in the mail (the server or the disk is unavailable: a refused, dropped or timed-out
-//! connection, an SMTP 4xx, a 53x authentication failure, a full disk); a permanent one never
-//! will (an SMTP 5xx about this mail, such as an unknown recipient; an invalid address).
+//! connection, an SMTP 4xx, a full disk; or our session is refused: a 53x authentication
+//! failure, a failed TLS handshake, no STARTTLS offered, which name the settings to check); a
+//! permanent one never will (an SMTP 5xx about this mail, such as an unknown recipient; an
+//! invalid address).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,23 +15,26 @@ use futures::future::BoxFuture;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::response::{Category, Code, Severity};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
-use crate::settings::{EmailSettings, TransportKind};
+use crate::settings::{EmailSettings, SmtpTls, TransportKind};
 use crate::templates::Mail;
 
-/// Why a mail was not handed over.
+/// Why a mail was not handed over. The message holds the cause's own (lettre's includes its
+/// source), so the cause is not also a `source()`: chains printed with `{:#}` (the runner's
+/// logs) would say everything twice.
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
     /// The mail server (or the disk) cannot take mail now; nothing is wrong with the mail.
     /// The consumer treats it as an outage: retried without limit, never dead-lettered.
     #[error("transient mail failure: {0}")]
-    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Transient(Box<dyn std::error::Error + Send + Sync>),
     /// It never will (rejected recipient, invalid address): dead-letter.
     #[error("permanent mail failure: {0}")]
-    Permanent(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Permanent(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Something that hands a built message over for delivery. Returns once the message is
@@ -53,7 +59,7 @@ pub fn from_settings(settings: &EmailSettings) -> anyhow::Result<Arc<dyn Mailer>
                 dir: settings.outbox_dir.clone(),
             })
         }
-        TransportKind::Smtp => Arc::new(SmtpMailer::new(settings)),
+        TransportKind::Smtp => Arc::new(SmtpMailer::new(settings)?),
     })
 }
 
@@ -112,30 +118,189 @@ impl Mailer for FileMailer {
     }
 }
 
-/// Plain SMTP without TLS, for a local relay or a sidecar; one connection per mail.
+/// SMTP, plain or over TLS (STARTTLS or implicit, `email.smtp_tls`), authenticating when
+/// credentials are set; one connection per mail.
 pub struct SmtpMailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     timeout: Duration,
+    tls: SmtpTls,
+    server_name: String,
 }
 
 impl SmtpMailer {
-    /// A mailer for `smtp_host:smtp_port`, authenticating when credentials are set.
-    pub fn new(settings: &EmailSettings) -> Self {
+    /// A mailer for `smtp_host:smtp_port`. Checks what can be checked before the first mail:
+    /// credentials set by halves, an unreadable or empty `smtp_ca_file`, a server name that
+    /// is no host name. The password goes into lettre's credentials only (their `Debug`
+    /// prints nothing) and into no message.
+    pub fn new(settings: &EmailSettings) -> anyhow::Result<Self> {
+        let tls = settings.tls();
+        let server_name = settings
+            .smtp_tls_server_name
+            .clone()
+            .unwrap_or_else(|| settings.smtp_host.clone());
         let mut builder =
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.smtp_host.as_str())
                 .port(settings.smtp_port)
                 .timeout(Some(settings.smtp_timeout));
-        if let (Some(user), Some(password)) = (&settings.smtp_username, &settings.smtp_password) {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                password.expose_secret().to_owned(),
-            ));
+        match tls {
+            SmtpTls::None => {
+                if settings.smtp_ca_file.is_some() || settings.smtp_tls_server_name.is_some() {
+                    tracing::warn!(
+                        "email.smtp_ca_file / email.smtp_tls_server_name are ignored: email.smtp_tls is none"
+                    );
+                }
+            }
+            SmtpTls::Starttls => {
+                builder = builder.tls(Tls::Required(tls_parameters(settings, &server_name)?));
+            }
+            SmtpTls::Implicit => {
+                builder = builder.tls(Tls::Wrapper(tls_parameters(settings, &server_name)?));
+            }
         }
-        Self {
+        match (&settings.smtp_username, &settings.smtp_password) {
+            (Some(user), Some(password)) => {
+                if tls == SmtpTls::None {
+                    tracing::warn!(
+                        "email.smtp_tls is none: the SMTP credentials go over the network in clear"
+                    );
+                }
+                builder = builder.credentials(Credentials::new(
+                    user.clone(),
+                    password.expose_secret().to_owned(),
+                ));
+            }
+            (None, None) => {}
+            (Some(_), None) => anyhow::bail!(
+                "email.smtp_username is set but email.smtp_password is not (SPINE__EMAIL__SMTP_PASSWORD)"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "email.smtp_password is set but email.smtp_username is not (SPINE__EMAIL__SMTP_USERNAME)"
+            ),
+        }
+        Ok(Self {
             transport: builder.build(),
             timeout: settings.smtp_timeout,
-        }
+            tls,
+            server_name,
+        })
     }
+
+    /// What the operator must look at when `err` comes from our own configuration or the
+    /// server's (credentials, TLS), rather than from the network or the mail.
+    fn diagnose(&self, err: &lettre::transport::smtp::Error) -> Option<Misconfigured> {
+        let misconfigured = |hint: String| Misconfigured {
+            hint,
+            detail: err.to_string(),
+        };
+        let mode = self.tls.as_str();
+        if let Some(code) = err.status() {
+            let hint = match u16::from(code) {
+                535 => Some(
+                    "SMTP authentication failed (535, credentials rejected): check email.smtp_username / email.smtp_password".to_owned(),
+                ),
+                534 => Some(format!(
+                    "SMTP authentication refused (534, mechanism too weak for this connection): check email.smtp_tls (is {mode}; servers take PLAIN/LOGIN only over TLS)"
+                )),
+                538 => Some(format!(
+                    "SMTP authentication refused (538, encryption required): set email.smtp_tls to starttls or implicit (is {mode})"
+                )),
+                530 => Some(format!(
+                    "the SMTP server refuses this session (530, authentication or TLS required): check email.smtp_username / email.smtp_password and email.smtp_tls (is {mode})"
+                )),
+                _ => None,
+            };
+            return hint.map(misconfigured);
+        }
+        let text = err.to_string();
+        if err.is_client() && text.contains("STARTTLS is not supported") {
+            return Some(misconfigured(
+                "the SMTP server does not offer STARTTLS, which email.smtp_tls = starttls requires: set implicit if the port speaks TLS from the first byte (465), or none for a plain relay on a trusted network".to_owned(),
+            ));
+        }
+        if err.is_client() && text.contains("No compatible authentication mechanism") {
+            return Some(misconfigured(format!(
+                "the SMTP server offers no AUTH mechanism we speak (PLAIN, LOGIN) on this connection: check email.smtp_tls (is {mode}; most servers offer AUTH only over TLS) and whether the server wants email.smtp_username at all"
+            )));
+        }
+        let tls_error = tls_failure(err);
+        if err.is_tls() || tls_error.is_some() {
+            return Some(Misconfigured {
+                hint: format!(
+                    "SMTP TLS handshake with {} failed (email.smtp_tls = {mode}): check email.smtp_ca_file (the CA that signed the server's certificate), email.smtp_tls_server_name (the name the certificate carries) and that the port speaks {}",
+                    self.server_name,
+                    if self.tls == SmtpTls::Implicit {
+                        "TLS from the first byte (465)"
+                    } else {
+                        "STARTTLS (587)"
+                    },
+                ),
+                // rustls's own words ("invalid peer certificate: UnknownIssuer") without
+                // lettre's wrapping of them.
+                detail: tls_error.map_or(text, ToString::to_string),
+            });
+        }
+        None
+    }
+}
+
+/// The TLS parameters: the Mozilla roots built in, plus `smtp_ca_file`'s certificates.
+fn tls_parameters(settings: &EmailSettings, server_name: &str) -> anyhow::Result<TlsParameters> {
+    rustls::pki_types::ServerName::try_from(server_name).map_err(|_| {
+        anyhow::anyhow!(
+            "{server_name:?} is no host name or address to check the SMTP server's certificate against (email.smtp_tls_server_name, else email.smtp_host)"
+        )
+    })?;
+    let mut builder = TlsParameters::builder(server_name.to_owned());
+    if let Some(path) = &settings.smtp_ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("reading email.smtp_ca_file {}: {e}", path.display()))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            anyhow::bail!(
+                "email.smtp_ca_file {} holds no PEM certificate",
+                path.display()
+            );
+        }
+        let certificate = Certificate::from_pem(&pem)
+            .map_err(|e| anyhow::anyhow!("email.smtp_ca_file {}: {e}", path.display()))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder
+        .build_rustls()
+        .map_err(|e| anyhow::anyhow!("setting up SMTP TLS (email.smtp_tls): {e}"))
+}
+
+/// The rustls error inside a connection error, when the handshake failed (lettre reports
+/// those as connection errors, like a refused connection). An `io::Error` hides its payload
+/// from `source()`, so each one in the chain is opened with `get_ref`.
+fn tls_failure<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| tls_failure(inner))
+        {
+            return Some(tls);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// An SMTP failure whose cause is the configuration or the server's, with what to check.
+/// Still an outage: every mail would fail the same way, so the consumer stalls (and its
+/// alert fires) until someone fixes it, and no mail is dead-lettered meanwhile.
+#[derive(Debug, thiserror::Error)]
+#[error("{hint} ({detail})")]
+struct Misconfigured {
+    /// What failed and which settings to check.
+    hint: String,
+    /// The failure in lettre's or rustls's words (never the password: lettre's errors hold
+    /// the server's answer, not what we sent).
+    detail: String,
 }
 
 impl Mailer for SmtpMailer {
@@ -149,10 +314,13 @@ impl Mailer for SmtpMailer {
             // that accepts the connection and then stops answering would hold the send forever.
             match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(err)) if is_permanent_for_this_mail(err.status()) => {
-                    Err(MailError::Permanent(Box::new(err)))
-                }
-                Ok(Err(err)) => Err(MailError::Transient(Box::new(err))),
+                Ok(Err(err)) => match self.diagnose(&err) {
+                    Some(misconfigured) => Err(MailError::Transient(Box::new(misconfigured))),
+                    None if is_permanent_for_this_mail(err.status()) => {
+                        Err(MailError::Permanent(Box::new(err)))
+                    }
+                    None => Err(MailError::Transient(Box::new(err))),
+                },
                 // If it timed out after the data went out, the server may have taken the mail:
                 // the retry resends it with the same Message-ID.
                 Err(elapsed) => Err(MailError::Transient(
@@ -260,7 +428,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         }; // closed again: connections are refused
-        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5)));
+        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5))).unwrap();
         let (mail, message) = a_mail();
 
         let err = mailer.send(&mail, message).await.unwrap_err();
@@ -274,7 +442,7 @@ mod tests {
         // like a frozen server.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = silent.local_addr().unwrap().port();
-        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_millis(300)));
+        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_millis(300))).unwrap();
         let (mail, message) = a_mail();
 
         let sent = tokio::time::timeout(Duration::from_secs(60), mailer.send(&mail, message))

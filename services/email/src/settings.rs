@@ -72,8 +72,34 @@ impl Default for HttpSettings {
 pub enum TransportKind {
     /// Embedded: one `.eml` file per mail in `email.outbox_dir`, named by the event id.
     File,
-    /// Plain SMTP (no TLS) to `email.smtp_host:email.smtp_port`, e.g. a local relay.
+    /// SMTP to `email.smtp_host:email.smtp_port`, secured as `email.smtp_tls` says.
     Smtp,
+}
+
+/// How the SMTP connection is secured (`email.smtp_tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP, never encrypted: a local relay, a sidecar or a test sink on a trusted
+    /// network. Credentials, when set, go over the wire in clear.
+    None,
+    /// A plain connection upgraded with STARTTLS before anything else is sent (typically port
+    /// 587). Required: a server that does not offer STARTTLS is an error, never a fallback to
+    /// plain text.
+    Starttls,
+    /// TLS from the first byte ("SMTPS", typically port 465).
+    Implicit,
+}
+
+impl SmtpTls {
+    /// The value as written in the settings, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Starttls => "starttls",
+            Self::Implicit => "implicit",
+        }
+    }
 }
 
 /// The email service's own settings.
@@ -90,11 +116,24 @@ pub struct EmailSettings {
     pub outbox_dir: PathBuf,
     /// SMTP server host (`smtp` transport).
     pub smtp_host: String,
-    /// SMTP server port (`smtp` transport).
+    /// SMTP server port (`smtp` transport): 25 for a relay, 587 with `starttls`, 465 with
+    /// `implicit`.
     pub smtp_port: u16,
-    /// SMTP user name; with `smtp_password`, the service authenticates (PLAIN/LOGIN).
+    /// How the connection is secured: `none`, `starttls` or `implicit`. Unset: `starttls` when
+    /// credentials are set (they never go out in clear unless `none` is asked for), else
+    /// `none` (a local relay or sink). See [`EmailSettings::tls`].
+    pub smtp_tls: Option<SmtpTls>,
+    /// A PEM file of CA certificates trusted, besides the Mozilla roots built into the binary,
+    /// to verify the server's certificate (a private or self-made CA). Read at startup.
+    pub smtp_ca_file: Option<PathBuf>,
+    /// The name the server's certificate must carry; unset: `smtp_host`. For a server reached
+    /// by an address or an alias its certificate does not name (a tunnel, a sidecar).
+    pub smtp_tls_server_name: Option<String>,
+    /// SMTP user name; with `smtp_password`, the service authenticates (PLAIN/LOGIN). Setting
+    /// only one of the two is an error at startup. From the environment
+    /// (`SPINE__EMAIL__SMTP_USERNAME`) or a Secret, like the password.
     pub smtp_username: Option<String>,
-    /// SMTP password.
+    /// SMTP password (`SPINE__EMAIL__SMTP_PASSWORD`); never logged.
     pub smtp_password: Option<SecretString>,
     /// Timeout of one mail's whole SMTP hand-over: connecting and every command, the data
     /// included. A server that accepts the connection and then stops answering fails the
@@ -114,9 +153,26 @@ impl Default for EmailSettings {
             outbox_dir: PathBuf::from("emails"),
             smtp_host: "127.0.0.1".into(),
             smtp_port: 25,
+            smtp_tls: None,
+            smtp_ca_file: None,
+            smtp_tls_server_name: None,
             smtp_username: None,
             smtp_password: None,
             smtp_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl EmailSettings {
+    /// The TLS mode in force: `smtp_tls` when set, else `starttls` with credentials and `none`
+    /// without.
+    pub fn tls(&self) -> SmtpTls {
+        match self.smtp_tls {
+            Some(tls) => tls,
+            None if self.smtp_username.is_some() || self.smtp_password.is_some() => {
+                SmtpTls::Starttls
+            }
+            None => SmtpTls::None,
         }
     }
 }
@@ -176,6 +232,50 @@ mod tests {
             !format!("{email:?}").contains("hunter2"),
             "the password is not logged"
         );
+    }
+
+    #[test]
+    fn tls_is_configured_from_the_environment() {
+        let settings = load(&[
+            ("SPINE__EMAIL__SMTP_TLS", "implicit"),
+            ("SPINE__EMAIL__SMTP_CA_FILE", "/etc/spine/smtp-ca.pem"),
+            ("SPINE__EMAIL__SMTP_TLS_SERVER_NAME", "smtp.example.com"),
+        ])
+        .unwrap();
+        let email = settings.email;
+        assert_eq!(email.tls(), SmtpTls::Implicit);
+        assert_eq!(
+            email.smtp_ca_file,
+            Some(PathBuf::from("/etc/spine/smtp-ca.pem"))
+        );
+        assert_eq!(
+            email.smtp_tls_server_name.as_deref(),
+            Some("smtp.example.com")
+        );
+    }
+
+    #[test]
+    fn tls_defaults_to_starttls_with_credentials_and_to_none_without() {
+        assert_eq!(load(&[]).unwrap().email.tls(), SmtpTls::None);
+        let with_credentials = load(&[
+            ("SPINE__EMAIL__SMTP_USERNAME", "spine"),
+            ("SPINE__EMAIL__SMTP_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        assert_eq!(with_credentials.email.tls(), SmtpTls::Starttls);
+        let plain_on_purpose = load(&[
+            ("SPINE__EMAIL__SMTP_TLS", "none"),
+            ("SPINE__EMAIL__SMTP_USERNAME", "spine"),
+            ("SPINE__EMAIL__SMTP_PASSWORD", "hunter2"),
+        ])
+        .unwrap();
+        assert_eq!(plain_on_purpose.email.tls(), SmtpTls::None);
+    }
+
+    #[test]
+    fn an_unknown_tls_mode_is_an_error_naming_the_key() {
+        let err = load(&[("SPINE__EMAIL__SMTP_TLS", "ssl")]).unwrap_err();
+        assert!(err.to_string().contains("email.smtp_tls"), "{err}");
     }
 
     #[test]

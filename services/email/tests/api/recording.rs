@@ -19,8 +19,7 @@ use spine_events::Event;
 use spine_events::email::EmailSent;
 use spine_events::orders::OrderConfirmed;
 use spine_kit::db::Backend;
-use spine_kit::kafka::OutgoingRecord;
-use spine_kit::kafka::consumer::{Handler, HandlerError, Record};
+use spine_kit::kafka::consumer::{Handler, HandlerError};
 use spine_kit::outbox::Outbox;
 use spine_kit::testing::fresh_database;
 use sqlx::AnyPool;
@@ -32,20 +31,6 @@ spine_kit::on_sqlite_and_postgres!(
     a_mail_whose_recording_fails_is_recorded_by_the_retry_without_a_second_send,
     the_running_service_sends_once_through_a_database_outage_after_the_hand_over,
 );
-
-fn record_of(fact: &OrderConfirmed, attempt: u32) -> Record {
-    let outgoing = OutgoingRecord::from_event(fact).unwrap();
-    Record {
-        topic: outgoing.topic,
-        partition: 0,
-        offset: 0,
-        key: outgoing.key,
-        payload: Some(outgoing.payload),
-        headers: outgoing.headers,
-        timestamp_ms: None,
-        attempt,
-    }
-}
 
 /// Takes the write lock of `sent_emails` in an open transaction on a connection of its own.
 async fn hold_sent_emails(pool: &AnyPool, backend: Backend) -> PoolConnection<sqlx::Any> {

@@ -11,7 +11,8 @@ use spine_events::Event;
 use spine_events::email::EmailSent;
 use spine_events::orders::{LineItem, OrderConfirmed, OrderPlaced, OrderRejected};
 use spine_kit::db::Backend;
-use spine_kit::kafka::Publisher;
+use spine_kit::kafka::consumer::Record;
+use spine_kit::kafka::{OutgoingRecord, Publisher};
 use spine_kit::settings::KafkaSettings;
 use spine_kit::testing::{TestDatabase, fresh_database, unique};
 use sqlx::AnyPool;
@@ -47,10 +48,39 @@ impl SmtpServer {
     }
 
     /// Starts on `port`, answering 451 to the first `fail_first` attempts of each recipient.
-    ///
+    pub fn start_on(port: u16, fail_first: u32) -> Self {
+        Self::spawn(
+            port,
+            &["--fail-first".into(), fail_first.to_string().into()],
+        )
+    }
+
+    /// Starts on a free port serving `tls` (`"none"`, `"starttls"` or `"implicit"`) with
+    /// `ca`'s server certificate and, when `auth` is set, requiring AUTH with exactly that user
+    /// and password (offered only over TLS).
+    pub fn start_secured(tls: &str, ca: &TestCa, auth: Option<(&str, &str)>) -> Self {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--tls".into(),
+            tls.into(),
+            "--cert".into(),
+            ca.server_cert_file().into(),
+            "--key".into(),
+            ca.server_key_file().into(),
+        ];
+        if let Some((user, password)) = auth {
+            args.extend([
+                "--user".into(),
+                user.into(),
+                "--password".into(),
+                password.into(),
+            ]);
+        }
+        Self::spawn(free_port(), &args)
+    }
+
     /// # Panics
     /// When aiosmtpd is not installed: the test must fail loudly, naming the fix.
-    pub fn start_on(port: u16, fail_first: u32) -> Self {
+    fn spawn(port: u16, args: &[std::ffi::OsString]) -> Self {
         let probe = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .stderr(Stdio::null())
@@ -67,7 +97,7 @@ impl SmtpServer {
             .args(["--port", &port.to_string()])
             .arg("--dir")
             .arg(dir.path())
-            .args(["--fail-first", &fail_first.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 starts the SMTP server");
@@ -77,6 +107,21 @@ impl SmtpServer {
             .unwrap();
         assert_eq!(line.trim(), "READY", "the SMTP server did not start");
         Self { port, dir, child }
+    }
+
+    /// Every message accepted, whatever the recipient.
+    pub fn all_messages(&self) -> Vec<String> {
+        eml_files(self.dir.path())
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    /// One line per AUTH attempt: `ok USER` or `rejected USER`.
+    pub fn auth_attempts(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("auth.log"))
+            .map(|s| s.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
     }
 
     /// The messages accepted for `recipient`, raw (with an `X-Envelope-To` line first).
@@ -112,6 +157,52 @@ impl Drop for SmtpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A throwaway CA (made here, trusted by nothing else) and a server certificate it signed for
+/// `127.0.0.1` and `localhost`, as PEM files in a temporary directory.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "spine email test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut server =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "spine email test SMTP server");
+        let server_key = KeyPair::generate().unwrap();
+        let server_cert = server.signed_by(&server_key, &ca).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), server_cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+        Self { dir }
+    }
+
+    /// The CA certificate, for `email.smtp_ca_file`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn server_cert_file(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+
+    pub fn server_key_file(&self) -> PathBuf {
+        self.dir.path().join("server.key")
     }
 }
 
@@ -178,6 +269,21 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         token,
         task,
         _db: db,
+    }
+}
+
+/// The record orders would publish for `fact`, as the runner hands it over on `attempt`.
+pub fn record_of(fact: &OrderConfirmed, attempt: u32) -> Record {
+    let outgoing = OutgoingRecord::from_event(fact).unwrap();
+    Record {
+        topic: outgoing.topic,
+        partition: 0,
+        offset: 0,
+        key: outgoing.key,
+        payload: Some(outgoing.payload),
+        headers: outgoing.headers,
+        timestamp_ms: None,
+        attempt,
     }
 }
 
