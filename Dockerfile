@@ -29,7 +29,7 @@ ARG CARGO_CHEF_VERSION
 # here says so and keeps the build working if the base image slims down.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      gcc g++ make pkg-config zlib1g-dev \
+      gcc g++ make pkg-config zlib1g-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 WORKDIR /src
@@ -64,6 +64,10 @@ ARG VERSION=0.1.0
 LABEL org.opencontainers.image.vendor="spine" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
+# The schema registry client speaks https through the system OpenSSL (native-tls).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libssl3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --gid 65532 nonroot \
  && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin nonroot

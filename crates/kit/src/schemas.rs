@@ -158,9 +158,6 @@ impl SchemaRegistry {
                 message: format!("{url:?} is not an http:// or https:// URL"),
             });
         }
-        // reqwest's rustls is built without a provider; install ring's (a second install, by
-        // another part of the process, is refused and harmless).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut http = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout);
