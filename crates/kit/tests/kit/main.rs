@@ -11,3 +11,4 @@ mod inbox;
 mod mock_faults;
 mod ordering;
 mod outbox;
+mod spans;
