@@ -479,8 +479,8 @@ fn print_messaging_span(span: &Collected) {
         "CONSUMER"
     };
     println!(
-        "  {} [{}] kind={kind} status_code={}",
-        span.name, span.service, span.status_code
+        "  {} [{}] kind={kind} status_code={} span_id={} parent={}",
+        span.name, span.service, span.status_code, span.span_id, span.parent_span_id
     );
     for (key, value) in semconv(span) {
         println!("    {key}={value}");
