@@ -1,8 +1,10 @@
 //! One trace per order: the four services run as their own processes (so each exports under its
 //! own `service.name`), on a private broker, exporting OTLP/HTTP to a collector this test runs.
 //! For one order placed over HTTP it checks that one trace holds spans of all four services,
-//! that the spans form one tree rooted at the HTTP span, and that producer and consumer spans
-//! carry the messaging attributes; then it prints the tree.
+//! that the spans form one tree rooted at the HTTP span, and that the Kafka spans follow the
+//! OpenTelemetry messaging conventions exactly (`spine_kit::kafka::spans`): names, kinds,
+//! attributes with their types, and the consumer's link to the creation context; then it
+//! prints the tree and every Kafka span's attributes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,7 +34,43 @@ struct Collected {
     kind: i32,
     start: u64,
     end: u64,
-    attributes: BTreeMap<String, String>,
+    attributes: BTreeMap<String, Attr>,
+    /// Linked spans, as (trace id, span id).
+    links: Vec<(String, String)>,
+    status_code: i32,
+}
+
+/// An attribute value with its OTLP type, since the conventions fix the types (the partition
+/// id is a string, the offset an int).
+#[derive(Debug, Clone, PartialEq)]
+enum Attr {
+    Str(String),
+    Int(i64),
+    Other(String),
+}
+
+impl Attr {
+    fn of(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> Self {
+        match value.and_then(|v| v.value.as_ref()) {
+            Some(AnyValue::StringValue(s)) => Self::Str(s.clone()),
+            Some(AnyValue::IntValue(i)) => Self::Int(*i),
+            _ => Self::Other(text(value)),
+        }
+    }
+}
+
+impl std::fmt::Display for Attr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Str(s) => write!(f, "{s:?}"),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Other(o) => f.write_str(o),
+        }
+    }
+}
+
+fn s(value: &str) -> Attr {
+    Attr::Str(value.to_owned())
 }
 
 type Spans = Arc<Mutex<Vec<Collected>>>;
@@ -83,8 +121,14 @@ async fn start_collector(spans: Spans) -> u16 {
                             attributes: span
                                 .attributes
                                 .iter()
-                                .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+                                .map(|kv| (kv.key.clone(), Attr::of(kv.value.as_ref())))
                                 .collect(),
+                            links: span
+                                .links
+                                .iter()
+                                .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                                .collect(),
+                            status_code: span.status.as_ref().map_or(0, |s| s.code),
                         });
                     }
                 }
@@ -308,43 +352,142 @@ async fn one_order_is_one_trace_across_the_four_services() {
         .iter()
         .filter(|s| s.kind == SpanKind::Consumer as i32)
         .collect();
-    assert!(
-        producers.len() >= 4,
-        "OrderPlaced, StockReserved, OrderConfirmed, EmailSent published"
-    );
-    assert!(consumers.len() >= 4, "each hop consumed");
+    println!("Kafka spans:");
     for span in producers.iter().chain(&consumers) {
-        for key in [
-            "messaging.system",
-            "messaging.destination.name",
-            "messaging.operation.type",
-            "messaging.kafka.message.key",
-            "messaging.destination.partition.id",
-        ] {
-            assert!(
-                span.attributes.contains_key(key),
-                "{} ({}) lacks {key}: {:?}",
-                span.name,
-                span.service,
-                span.attributes
-            );
-        }
-        assert_eq!(span.attributes["messaging.system"], "kafka");
-        assert_eq!(span.attributes["messaging.kafka.message.key"], id);
+        print_messaging_span(span);
+    }
+    // OrderPlaced, StockReserved, OrderConfirmed and EmailSent each sent once, each consumed
+    // by at least one service.
+    assert!(producers.len() >= 4, "{} send spans", producers.len());
+    assert!(consumers.len() >= 4, "{} process spans", consumers.len());
+    let broker_port = broker
+        .bootstrap()
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .map(Attr::Int)
+        .expect("the broker's port");
+    for span in &producers {
+        let topic = destination(span);
+        assert_eq!(span.name, format!("send {topic}"), "{span:?}");
+        let mut expected = common(span, "send", &id, &broker_port);
+        expected.insert("messaging.client.id", s(&span.service));
+        assert_eq!(semconv(span), expected, "{} ({})", span.name, span.service);
+        assert_eq!(span.status_code, 0, "{} succeeded: status unset", span.name);
     }
     for span in &consumers {
-        for key in ["messaging.consumer.group.name", "messaging.kafka.offset"] {
-            assert!(
-                span.attributes.contains_key(key),
-                "{} lacks {key}",
-                span.name
-            );
-        }
+        let topic = destination(span);
+        assert_eq!(span.name, format!("process {topic}"), "{span:?}");
+        let mut expected = common(span, "process", &id, &broker_port);
+        let group = match &span.attributes["messaging.consumer.group.name"] {
+            Attr::Str(group) => group.clone(),
+            other => panic!("a string group name: {other:?}"),
+        };
+        assert_eq!(
+            group, span.service,
+            "each service consumes as its own group"
+        );
+        expected.insert("messaging.consumer.group.name", s(&group));
+        expected.insert("messaging.client.id", s(&group));
+        assert_eq!(semconv(span), expected, "{} ({})", span.name, span.service);
+        assert_eq!(span.status_code, 0, "{} succeeded: status unset", span.name);
+        // Single-message processing: the creation context (the send span) is both the
+        // parent and the one link.
+        let parent = trace
+            .iter()
+            .find(|p| p.span_id == span.parent_span_id)
+            .expect("a parent in the trace");
+        assert_eq!(
+            parent.name,
+            format!("send {topic}"),
+            "{} is a child of the send",
+            span.name
+        );
+        assert_eq!(parent.kind, SpanKind::Producer as i32);
+        assert_eq!(
+            span.links,
+            vec![(parent.trace_id.clone(), parent.span_id.clone())],
+            "{} ({}) links to its creation context",
+            span.name,
+            span.service
+        );
     }
     let email_send = trace
         .iter()
         .any(|s| s.service == "email" && s.name == "deliver");
     assert!(email_send, "the email's send is in the trace");
+}
+
+/// The attributes the conventions define (the tracing layer adds code and thread attributes).
+fn semconv(span: &Collected) -> BTreeMap<&str, Attr> {
+    span.attributes
+        .iter()
+        .filter(|(k, _)| {
+            ["messaging.", "server.", "error."]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect()
+}
+
+fn destination(span: &Collected) -> String {
+    match span.attributes.get("messaging.destination.name") {
+        Some(Attr::Str(topic)) => topic.clone(),
+        other => panic!("{} has no string destination: {other:?}", span.name),
+    }
+}
+
+/// What every send or process span of this order carries: `operation` is `send` or
+/// `process`; the key is the order id; the partition id a string and the offset an int;
+/// the server the first bootstrap server (this test's broker).
+fn common(
+    span: &Collected,
+    operation: &str,
+    order: &str,
+    port: &Attr,
+) -> BTreeMap<&'static str, Attr> {
+    let partition = match &span.attributes["messaging.destination.partition.id"] {
+        Attr::Str(p) if p.parse::<u32>().is_ok() => s(p),
+        other => panic!("{}: a partition id string, not {other:?}", span.name),
+    };
+    let offset = match &span.attributes["messaging.kafka.offset"] {
+        Attr::Int(o) if *o >= 0 => Attr::Int(*o),
+        other => panic!("{}: an int offset, not {other:?}", span.name),
+    };
+    let message_id = match &span.attributes["messaging.message.id"] {
+        Attr::Str(id) if uuid::Uuid::parse_str(id).is_ok() => s(id),
+        other => panic!("{}: the event id, not {other:?}", span.name),
+    };
+    BTreeMap::from([
+        ("messaging.system", s("kafka")),
+        ("messaging.operation.name", s(operation)),
+        ("messaging.operation.type", s(operation)),
+        ("messaging.destination.name", s(&destination(span))),
+        ("messaging.destination.partition.id", partition),
+        ("messaging.kafka.offset", offset),
+        ("messaging.kafka.message.key", s(order)),
+        ("messaging.message.id", message_id),
+        ("server.address", s("127.0.0.1")),
+        ("server.port", port.clone()),
+    ])
+}
+
+fn print_messaging_span(span: &Collected) {
+    let kind = if span.kind == SpanKind::Producer as i32 {
+        "PRODUCER"
+    } else {
+        "CONSUMER"
+    };
+    println!(
+        "  {} [{}] kind={kind} status_code={} span_id={} parent={}",
+        span.name, span.service, span.status_code, span.span_id, span.parent_span_id
+    );
+    for (key, value) in semconv(span) {
+        println!("    {key}={value}");
+    }
+    for (trace_id, span_id) in &span.links {
+        println!("    link -> {trace_id}/{span_id}");
+    }
 }
 
 fn print_tree(trace: &[&Collected], span: &Collected, depth: usize) {

@@ -4,10 +4,12 @@
 //! - [`config`]: layered settings loading (defaults, YAML, `SPINE__…` and standard env vars);
 //! - [`settings`]: the typed settings structs services embed;
 //! - [`telemetry`]: logs, OTLP traces and the Prometheus `/metrics` router;
-//! - [`log_format`]: log lines (pretty or JSON) that carry the trace and span id;
+//! - [`log_format`]: log lines (pretty or JSON) that carry the trace id and, inside a Kafka
+//!   span, the record's topic, partition, offset and key;
 //! - [`shutdown`]: Ctrl-C/SIGTERM and the task [`shutdown::Supervisor`];
 //! - [`kafka`]: client config, headers and trace propagation, topic provisioning, the
-//!   [`kafka::Publisher`] and the [`kafka::consumer::ConsumerRunner`];
+//!   [`kafka::Publisher`], the [`kafka::consumer::ConsumerRunner`] and their spans
+//!   ([`kafka::spans`], the OpenTelemetry messaging conventions);
 //! - [`http`]: the per-request server span and latency histogram;
 //! - [`db`]: SQLite or PostgreSQL pools behind one URL;
 //! - [`inbox`]: the idempotency record that makes at-least-once delivery safe;

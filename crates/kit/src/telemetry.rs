@@ -1,5 +1,6 @@
-//! One `init_telemetry` for every service: logs (pretty or JSON), traces over OTLP/HTTP when an
-//! endpoint is configured, and a Prometheus recorder served on `/metrics`.
+//! One `init_telemetry` for every service: logs (pretty or JSON, see [`crate::log_format`]),
+//! traces over OTLP/HTTP when an endpoint is configured (the Kafka spans follow the messaging
+//! conventions, see [`crate::kafka::spans`]), and a Prometheus recorder served on `/metrics`.
 
 use std::sync::OnceLock;
 
@@ -10,11 +11,11 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::settings::{LogFormat, TelemetrySettings};
+use crate::settings::TelemetrySettings;
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,17 +59,9 @@ pub fn init_telemetry(
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::try_new(&settings.log_filter)?,
     };
-    // Every line carries the trace and span id of its span when tracing is on.
-    let fmt = match settings.log_format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .event_format(crate::log_format::PrettyWithIds::new(
-                std::io::IsTerminal::is_terminal(&std::io::stdout()),
-            ))
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .event_format(crate::log_format::JsonWithIds)
-            .boxed(),
-    };
+    // Colours only for a person at a terminal; a file, a pipe or a container log gets none.
+    let ansi = crate::log_format::ansi_wanted(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let fmt = crate::log_format::fmt_layer(settings.log_format, ansi, std::io::stdout);
     let provider = match &settings.otlp_endpoint {
         Some(endpoint) => Some(tracer_provider(service_name, service_version, endpoint)?),
         None => None,
@@ -76,6 +69,8 @@ pub fn init_telemetry(
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned())));
+    // Lines carry the trace id (with tracing) and, inside a Kafka span, the record's topic,
+    // partition, offset and key.
     let ids = otel
         .is_some()
         .then(crate::log_format::TraceIdLayer::default);
@@ -83,6 +78,7 @@ pub fn init_telemetry(
         .with(filter)
         .with(otel)
         .with(ids)
+        .with(crate::log_format::RecordContextLayer)
         .with(fmt)
         .try_init()?;
     let _ = metrics_handle();

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use spine_events::orders::OrderPlaced;
 use spine_kit::kafka::consumer::{ConsumerRunner, Handler, HandlerError, Record};
-use spine_kit::kafka::headers::EVENT_ID;
+use spine_kit::kafka::spans::{self, ClientInfo};
 use spine_kit::kafka::{OutgoingRecord, Publisher};
 use spine_kit::settings::KafkaSettings;
 use tokio_util::sync::CancellationToken;
@@ -27,34 +27,19 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::report::Measurement;
 
 /// `event` as the relay publishes it to `topic`: built by `from_event` under the current span,
-/// with a producer span whose context the record carries. Returns the record and that span.
+/// with the kit's `send {topic}` span (`kafka::spans`, as the relay makes it, child of the
+/// context the record carries) whose context the record then carries. Returns both.
 pub fn prepare(
+    client: &ClientInfo,
     event: &OrderPlaced,
     topic: &str,
 ) -> Result<(OutgoingRecord, tracing::Span), spine_events::EncodeError> {
     let mut record = OutgoingRecord::from_event(event)?;
     record.topic = topic.to_owned();
-    let span = producer_span(&record);
+    let span = spans::send_span(client, &record);
+    let _ = span.set_parent(record.headers.extract_context());
     record.headers.inject_context(&span.context());
     Ok((record, span))
-}
-
-/// The relay's producer span (`relay.rs`, `producer_span`), field for field.
-fn producer_span(record: &OutgoingRecord) -> tracing::Span {
-    let span = tracing::info_span!(
-        "publish",
-        otel.name = format!("{} publish", record.topic),
-        otel.kind = "producer",
-        messaging.system = "kafka",
-        messaging.operation.type = "send",
-        messaging.destination.name = %record.topic,
-        messaging.kafka.message.key = record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()),
-        messaging.message.id = record.headers.get_str(EVENT_ID),
-        messaging.destination.partition.id = tracing::field::Empty,
-        messaging.kafka.offset = tracing::field::Empty,
-    );
-    let _ = span.set_parent(record.headers.extract_context());
-    span
 }
 
 /// Publishes every event to `topic` through `publisher`, at most `window` unacknowledged at a
@@ -72,12 +57,12 @@ pub async fn produce(
     let started = Instant::now();
     let sends = futures::stream::iter(events)
         .map(|event| {
-            let prepared = request.in_scope(|| prepare(event, topic));
+            let prepared = request.in_scope(|| prepare(publisher.client_info(), event, topic));
             async move {
                 let (record, span) = prepared?;
-                let delivery = publisher.send(&record).instrument(span.clone()).await?;
-                span.record("messaging.destination.partition.id", delivery.partition);
-                span.record("messaging.kafka.offset", delivery.offset);
+                let result = publisher.send(&record).instrument(span.clone()).await;
+                spans::record_send(&span, &result);
+                result?;
                 Ok::<_, anyhow::Error>(())
             }
         })

@@ -205,12 +205,12 @@ impl<'a> Bench<'a> {
         // One record as the kit path builds it, trace context included: its value and headers
         // are what the raw path sends, so both send the same bytes.
         let sample: OrderPlaced = workload::order(0);
-        let (record, _span) = tracing::info_span!("bench sample")
-            .in_scope(|| kit::prepare(&sample, "sample"))
-            .context("encoding the sample event")?;
         let raw = RawProducer::new(&producer_config(&options.kafka, "spine-bench-raw"))?;
         let kit = Publisher::new(&options.kafka, "spine-bench-kit")
             .context("creating the kit publisher")?;
+        let (record, _span) = tracing::info_span!("bench sample")
+            .in_scope(|| kit::prepare(kit.client_info(), &sample, "sample"))
+            .context("encoding the sample event")?;
         Ok(Self {
             options,
             prefix: format!("spine-bench.{run_id}"),

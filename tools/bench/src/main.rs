@@ -11,8 +11,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use spine_bench::report::{Report, table};
 use spine_bench::{Options, run};
-use spine_kit::log_format::{PrettyWithIds, TraceIdLayer};
-use spine_kit::settings::{KafkaSettings, TelemetrySettings};
+use spine_kit::log_format::{RecordContextLayer, TraceIdLayer, ansi_wanted, fmt_layer};
+use spine_kit::settings::{KafkaSettings, LogFormat, TelemetrySettings};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -173,15 +173,14 @@ fn init_telemetry(telemetry: Telemetry) -> anyhow::Result<TelemetryGuard> {
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("spine-bench")));
     let ids = otel.is_some().then(TraceIdLayer::default);
-    let fmt = tracing_subscriber::fmt::layer()
-        .event_format(PrettyWithIds::new(std::io::IsTerminal::is_terminal(
-            &std::io::stderr(),
-        )))
-        .with_writer(std::io::stderr);
+    // The services' log layers, on stderr: a traced run pays what a service pays.
+    let ansi = ansi_wanted(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let fmt = fmt_layer(LogFormat::Pretty, ansi, std::io::stderr);
     tracing_subscriber::registry()
         .with(filter)
         .with(otel)
         .with(ids)
+        .with(RecordContextLayer)
         .with(fmt)
         .try_init()?;
     let _ = spine_kit::telemetry::metrics_handle();

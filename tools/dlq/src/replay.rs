@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use opentelemetry::trace::TraceContextExt;
 use spine_kit::kafka::headers::dlq;
+use spine_kit::kafka::spans::{self, ClientInfo};
 use spine_kit::kafka::{Headers, OutgoingRecord, Publisher, TopicSpec, ensure_topics};
 use spine_kit::settings::KafkaSettings;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -156,11 +157,13 @@ pub async fn replay_into(
             None
         } else {
             limiter.acquire().await;
-            let span = replay_span(&outgoing);
+            let span = replay_span(publisher.client_info(), &outgoing);
             let mut traced = outgoing.clone();
             // With tracing on, consumers continue the replay's trace, which links the original.
             traced.headers.inject_context(&span.context());
-            let delivery = publisher.send(&traced).instrument(span).await?;
+            let result = publisher.send(&traced).instrument(span.clone()).await;
+            spans::record_send(&span, &result);
+            let delivery = result?;
             Some(Position {
                 partition: delivery.partition,
                 offset: delivery.offset,
@@ -175,25 +178,16 @@ pub async fn replay_into(
     Ok(())
 }
 
-/// A new root span per replayed record, linked to the trace the record was first part of (the
-/// DLQ keeps its `traceparent`), so a replay is its own trace that leads back to the original.
-fn replay_span(record: &OutgoingRecord) -> tracing::Span {
-    let span = tracing::info_span!(
-        parent: None,
-        "replay",
-        otel.name = format!("{} replay", record.topic),
-        otel.kind = "producer",
-        messaging.system = "kafka",
-        messaging.operation.type = "send",
-        messaging.destination.name = %record.topic,
-        messaging.kafka.message.key = record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()),
-        messaging.message.id = record.headers.get_str(spine_kit::kafka::headers::EVENT_ID),
-    );
+/// A `send {topic}` span (the kit's, per the messaging conventions) per replayed record, the
+/// root of a new trace linked to the trace the record was first part of (the DLQ keeps its
+/// `traceparent`), so a replay is its own trace that leads back to the original.
+fn replay_span(client: &ClientInfo, record: &OutgoingRecord) -> tracing::Span {
+    let span = spans::send_span(client, record);
+    // An empty parent context: a root, whatever span the replay runs in.
+    let _ = span.set_parent(opentelemetry::Context::new());
     let original = record.headers.extract_context();
-    let original = original.span().span_context().clone();
-    if original.is_valid() {
-        span.add_link(original);
-    }
+    // `add_link` ignores an invalid context (a record dead-lettered without tracing).
+    span.add_link(original.span().span_context().clone());
     span
 }
 
@@ -359,13 +353,16 @@ mod tests {
             ),
         };
         let replay_trace = tracing::subscriber::with_default(subscriber, || {
-            let span = replay_span(&record);
+            let client = ClientInfo::new(&KafkaSettings::default(), "spine-dlq");
+            let span = replay_span(&client, &record);
             let trace = span.context().span().span_context().trace_id().to_string();
             drop(span);
             trace
         });
         let spans = exporter.get_finished_spans().unwrap();
         assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].name, "send orders.events");
+        assert_eq!(spans[0].span_kind, opentelemetry::trace::SpanKind::Producer);
         assert_ne!(replay_trace, original_trace, "a trace of its own");
         let links: Vec<String> = spans[0]
             .links

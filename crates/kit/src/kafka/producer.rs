@@ -10,9 +10,12 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use spine_events::Event;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::config::producer_config;
 use super::headers::{self, Headers};
+use super::spans::{self, ClientInfo};
 use crate::settings::KafkaSettings;
 
 pub use rdkafka::producer::future_producer::Delivery;
@@ -129,6 +132,7 @@ impl PublishError {
 pub struct Publisher {
     producer: FutureProducer,
     queue_full_backoff: Duration,
+    client: ClientInfo,
 }
 
 impl Publisher {
@@ -137,13 +141,30 @@ impl Publisher {
         Ok(Self {
             producer: producer_config(settings, client_id).create()?,
             queue_full_backoff: settings.producer.queue_full_backoff,
+            client: ClientInfo::new(settings, client_id),
         })
     }
 
-    /// Encodes and publishes one event, returning where the broker stored it.
-    #[tracing::instrument(skip_all, fields(event.type = E::NAME, messaging.destination.name = E::TOPIC))]
+    /// Encodes and publishes one event under a `send {topic}` span (child of the current
+    /// span, and the record's creation context), returning where the broker stored it.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<Delivery, PublishError> {
-        self.send(&OutgoingRecord::from_event(event)?).await
+        let mut record = OutgoingRecord::from_event(event)?;
+        let span = self.send_span(&record);
+        record.headers.inject_context(&span.context());
+        let result = self.send(&record).instrument(span.clone()).await;
+        spans::record_send(&span, &result);
+        result
+    }
+
+    /// A `send {topic}` PRODUCER span for `record` by this producer (see [`spans`]), for a
+    /// caller that sends with [`Publisher::send`] and reports with [`spans::record_send`].
+    pub fn send_span(&self, record: &OutgoingRecord) -> tracing::Span {
+        spans::send_span(&self.client, record)
+    }
+
+    /// The client id and bootstrap server this producer's spans name.
+    pub fn client_info(&self) -> &ClientInfo {
+        &self.client
     }
 
     /// Sends a record and waits for the broker's acknowledgement (all in-sync replicas).

@@ -45,8 +45,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::claim::{Claimed, Failure};
 use super::store::{CHANNEL, Outbox};
 use crate::db::{Backend, now_millis};
-use crate::kafka::headers;
-use crate::kafka::producer::{OutgoingRecord, PublishError, Publisher};
+use crate::kafka::producer::{PublishError, Publisher};
+use crate::kafka::spans;
 use crate::settings::OutboxSettings;
 
 /// librdkafka and broker error codes that say the record itself can't be published, whatever
@@ -378,24 +378,20 @@ impl Relay {
     }
 }
 
-/// Publishes one claimed row under its producer span.
+/// Publishes one claimed row under its `send {topic}` span, child of the context stored with
+/// the row (the request that wrote it, even minutes later or on another replica). The span is
+/// the record's creation context: its context replaces the stored one in the headers.
 async fn send(publisher: Publisher, row: Claimed) -> Sent {
     let result = match row.unreadable {
         Some(err) => Err(SendError::Unreadable(err)),
         None => {
-            let span = producer_span(&row.record);
+            let span = publisher.send_span(&row.record);
+            let _ = span.set_parent(row.record.headers.extract_context());
             let mut record = row.record.clone();
-            // The producer span is the parent the consumers see.
             record.headers.inject_context(&span.context());
-            async {
-                let delivery = publisher.send(&record).await.map_err(SendError::Publish)?;
-                let current = tracing::Span::current();
-                current.record("messaging.destination.partition.id", delivery.partition);
-                current.record("messaging.kafka.offset", delivery.offset);
-                Ok(())
-            }
-            .instrument(span)
-            .await
+            let result = publisher.send(&record).instrument(span.clone()).await;
+            spans::record_send(&span, &result);
+            result.map(drop).map_err(SendError::Publish)
         }
     };
     Sent {
@@ -405,25 +401,6 @@ async fn send(publisher: Publisher, row: Claimed) -> Sent {
         key: row.record.key,
         result,
     }
-}
-
-/// A producer span per the OpenTelemetry messaging conventions, child of the context stored
-/// with the row (the request that wrote it), even minutes later or on another replica.
-fn producer_span(record: &OutgoingRecord) -> tracing::Span {
-    let span = tracing::info_span!(
-        "publish",
-        otel.name = format!("{} publish", record.topic),
-        otel.kind = "producer",
-        messaging.system = "kafka",
-        messaging.operation.type = "send",
-        messaging.destination.name = %record.topic,
-        messaging.kafka.message.key = record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()),
-        messaging.message.id = record.headers.get_str(headers::EVENT_ID),
-        messaging.destination.partition.id = tracing::field::Empty,
-        messaging.kafka.offset = tracing::field::Empty,
-    );
-    let _ = span.set_parent(record.headers.extract_context());
-    span
 }
 
 #[cfg(test)]

@@ -13,3 +13,4 @@ mod ordering;
 mod outbox;
 mod registry;
 mod schemas;
+mod spans;

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use opentelemetry::trace::TraceContextExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::dlq::{DeadLetterReason, dead_letter};
 use super::handler::{Handler, HandlerError, Record};
@@ -15,6 +18,7 @@ use super::retry::backoff;
 use super::runner::RunnerError;
 use super::shared::{PartitionWork, Shared};
 use crate::kafka::producer::Publisher;
+use crate::kafka::spans;
 use crate::settings::{ConsumerSettings, RetrySettings};
 
 /// How a record's processing ended.
@@ -95,6 +99,7 @@ impl<H: Handler> Process<H> {
                 Attempt::Returned(result) => result,
                 Attempt::Aborted => return Outcome::Abandoned,
                 Attempt::Panicked(message) => {
+                    spans::record_error(&tracing::Span::current(), "panic");
                     return Outcome::Failed(RunnerError::Panic {
                         topic: record.topic,
                         partition: record.partition,
@@ -149,6 +154,7 @@ impl<H: Handler> Process<H> {
                 Err(HandlerError::Retryable(err)) => (DeadLetterReason::RetriesExhausted, err),
                 Err(HandlerError::Poison(err)) => (DeadLetterReason::Poison, err),
                 Err(HandlerError::Fatal(source)) => {
+                    spans::record_error(&tracing::Span::current(), "fatal");
                     return Outcome::Failed(RunnerError::Fatal {
                         topic: record.topic,
                         partition: record.partition,
@@ -158,6 +164,12 @@ impl<H: Handler> Process<H> {
                 }
                 Err(HandlerError::Unavailable(_)) => unreachable!("outages are retried above"),
             };
+            // The `process` span (current here) ends failed, with the class that ended it.
+            let class = match reason {
+                DeadLetterReason::Poison => "poison",
+                DeadLetterReason::RetriesExhausted => "retryable",
+            };
+            spans::record_error(&tracing::Span::current(), class);
             return self.dead_letter(&record, reason, &err, work).await;
         }
     }
@@ -210,8 +222,21 @@ impl<H: Handler> Process<H> {
         // after that is an outage like any other: stall and try again. Any other failure means
         // the record can be neither handled nor let go: stop rather than drop it.
         let mut outages = 0;
+        // The letter keeps the original trace headers (the replay tool links to them), so its
+        // `send` span, a child of the `process` span, links to that creation context instead
+        // of replacing it.
+        let original = letter
+            .headers
+            .extract_context()
+            .span()
+            .span_context()
+            .clone();
         loop {
-            match self.dlq.send(&letter).await {
+            let span = self.dlq.send_span(&letter);
+            span.add_link(original.clone());
+            let result = self.dlq.send(&letter).instrument(span.clone()).await;
+            spans::record_send(&span, &result);
+            match result {
                 Ok(_) => {
                     if outages > 0 {
                         self.shared.stall.recovered(&self.shared.group);

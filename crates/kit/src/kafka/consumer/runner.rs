@@ -9,7 +9,6 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::context::{RunnerContext, commit_sync};
 use super::handler::{Handler, Record};
@@ -19,6 +18,7 @@ use super::tracker::{Partition, Ticket};
 use crate::kafka::config::consumer_config;
 use crate::kafka::headers::Headers;
 use crate::kafka::producer::{PublishError, Publisher};
+use crate::kafka::spans::{ClientInfo, process_span};
 use crate::settings::{ConsumerSettings, KafkaSettings};
 
 /// Why the runner stopped with an error.
@@ -93,6 +93,8 @@ pub struct ConsumerRunner<H> {
     dlq_topic: Arc<str>,
     dlq: Publisher,
     client_id: String,
+    /// What the `process` spans say about this consumer.
+    client: ClientInfo,
     panics: PanicInjection,
 }
 
@@ -113,6 +115,7 @@ impl<H: Handler> ConsumerRunner<H> {
             dlq_topic: Arc::from(dlq_topic(&settings.consumer, group)),
             dlq: Publisher::new(settings, &format!("{group}-dlq"))?,
             client_id: group.to_owned(),
+            client: ClientInfo::new(settings, group),
             panics: PanicInjection::new(&settings.consumer),
         })
     }
@@ -314,7 +317,7 @@ impl<H: Handler> Dispatcher<'_, H> {
 
     fn start(&mut self, ticket: Ticket, record: Record) {
         let running = self.shared.begin(&ticket.partition);
-        let span = consumer_span(&self.runner.group, &record);
+        let span = process_span(&self.runner.client, &self.runner.group, &record);
         let process = self.runner.process(&self.shared, &self.stop);
         let shared = self.shared.clone();
         tokio::spawn(
@@ -373,24 +376,4 @@ pub(super) fn store_offset<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext
         tracing::debug!(error = %err, topic = %partition.topic, partition = partition.partition,
             "offset not stored (partition revoked?)");
     }
-}
-
-/// A consumer span per the OpenTelemetry messaging conventions, child of the producer's
-/// context carried in the headers.
-fn consumer_span(group: &str, record: &Record) -> tracing::Span {
-    let span = tracing::info_span!(
-        "consume",
-        otel.name = format!("process {}", record.topic),
-        otel.kind = "consumer",
-        messaging.system = "kafka",
-        messaging.operation.type = "process",
-        messaging.destination.name = %record.topic,
-        messaging.destination.partition.id = record.partition,
-        messaging.kafka.offset = record.offset,
-        messaging.kafka.message.key = record.key_str(),
-        messaging.consumer.group.name = group,
-        messaging.message.id = record.event_id(),
-    );
-    let _ = span.set_parent(record.headers.extract_context());
-    span
 }
