@@ -106,6 +106,8 @@ fn confluent_reads_what_spine_wrote(kafka: &KafkaSettings, registry: &str) {
         &kafka.bootstrap_servers,
         "--registry",
         registry,
+        "--count",
+        "8",
         "--topics",
         "orders.events",
         "inventory.events",
