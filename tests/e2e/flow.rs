@@ -115,7 +115,13 @@ fn confluent_reads_what_spine_wrote(kafka: &KafkaSettings, registry: &str) {
     ]);
     let mut names: Vec<String> = records
         .iter()
-        .map(|r| format!("{}/{}", r["topic"].as_str().unwrap(), r["record"].as_str().unwrap()))
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["topic"].as_str().unwrap(),
+                r["record"].as_str().unwrap()
+            )
+        })
         .collect();
     names.sort();
     assert_eq!(
@@ -147,14 +153,22 @@ async fn confluent_writes_what_spine_reads(kafka: &KafkaSettings, registry: &str
     ]);
     let order_id = written[0]["order_id"].as_str().unwrap().to_owned();
     // inventory reserves its stock (a StockReserved for that order) and analytics counts it.
-    eventually("inventory to react to Confluent's OrderPlaced", async || {
-        let facts = spine_kit::testing::read_topic(kafka, "inventory.events", 3, Duration::from_secs(2));
-        facts.iter().find_map(|fact| {
-            let reserved: spine_events::inventory::StockReserved =
-                spine_events::decode(&fact.payload).ok()?;
-            (reserved.order_id.to_string() == order_id).then_some(())
-        })
-    })
+    eventually(
+        "inventory to react to Confluent's OrderPlaced",
+        async || {
+            let facts = spine_kit::testing::read_topic(
+                kafka,
+                "inventory.events",
+                3,
+                Duration::from_secs(2),
+            );
+            facts.iter().find_map(|fact| {
+                let reserved: spine_events::inventory::StockReserved =
+                    spine_events::decode(&fact.payload).ok()?;
+                (reserved.order_id.to_string() == order_id).then_some(())
+            })
+        },
+    )
     .await;
     eventually("analytics to count Confluent's OrderPlaced", async || {
         let stats: Value = reqwest::get(stats_url).await.ok()?.json().await.ok()?;
@@ -284,13 +298,23 @@ async fn flow(broker: &Broker, schemas: &SchemaSettings, more: impl AsyncFnOnce(
     tokio::time::sleep(Duration::from_secs(1)).await; // anything duplicated would show by now
     let mail_after = emails_in(&emails);
     let framing = schemas.framing;
-    let facts = spine_kit::testing::read_topic(&broker.kafka(), "orders.events", 4, Duration::from_secs(10));
+    let facts = spine_kit::testing::read_topic(
+        &broker.kafka(),
+        "orders.events",
+        4,
+        Duration::from_secs(10),
+    );
     assert!(
-        !facts.is_empty() && facts.iter().all(|f| Framing::of(&f.payload) == Some(framing)),
+        !facts.is_empty()
+            && facts
+                .iter()
+                .all(|f| Framing::of(&f.payload) == Some(framing)),
         "every fact on orders.events is in {framing:?}"
     );
     assert!(
-        facts.iter().all(|f| f.headers.get_str("content-type") == Some(framing.content_type())),
+        facts
+            .iter()
+            .all(|f| f.headers.get_str("content-type") == Some(framing.content_type())),
         "the content-type header names the framing"
     );
 

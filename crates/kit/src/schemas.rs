@@ -459,7 +459,10 @@ pub async fn learn_catalog(settings: &RegistrySettings) -> Result<usize, Registr
     };
     let mut learned = 0;
     for entry in catalog().entries() {
-        if let Some(found) = registry.lookup(&registry.subject(entry), entry.json()).await? {
+        if let Some(found) = registry
+            .lookup(&registry.subject(entry), entry.json())
+            .await?
+        {
             codec::learn_schema_id(found.id, entry);
             learned += 1;
         }

@@ -54,14 +54,20 @@ fn subject_of_placed() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_outage_while_resolving_an_id_stalls_the_group_and_never_dead_letters() {
     let registry = TestRegistry::start().await;
-    let entry = catalog().get(OrderPlaced::NAME, OrderPlaced::VERSION).unwrap();
-    let id = registry.register(&subject_of_placed(), entry.json()).unwrap().id;
+    let entry = catalog()
+        .get(OrderPlaced::NAME, OrderPlaced::VERSION)
+        .unwrap();
+    let id = registry
+        .register(&subject_of_placed(), entry.json())
+        .unwrap()
+        .id;
     schemas::connect(&registry_settings(&registry)).unwrap();
     registry.set_down(true);
 
     let fx = Fixture::new(settings()).await;
     let event = placed();
-    fx.send("order-1", &confluent_bytes(&event, id), "e-1").await;
+    fx.send("order-1", &confluent_bytes(&event, id), "e-1")
+        .await;
     let handled = log();
     let running = fx.spawn(handler(handled.clone(), |handled, r: Record| async move {
         let placed: OrderPlaced = r.decode()?;
@@ -73,15 +79,24 @@ async fn a_registry_outage_while_resolving_an_id_stalls_the_group_and_never_dead
         registry.requests("GET /schemas/ids/{id}") >= 3
     })
     .await;
-    assert!(asked, "the runner keeps asking the registry while it is down");
-    assert!(handled.lock().unwrap().is_empty(), "nothing decoded without its schema");
+    assert!(
+        asked,
+        "the runner keeps asking the registry while it is down"
+    );
+    assert!(
+        handled.lock().unwrap().is_empty(),
+        "nothing decoded without its schema"
+    );
     assert!(
         fx.read(&fx.dlq, 1, Duration::from_secs(2)).is_empty(),
         "a registry outage is not the record's fault: nothing dead-lettered"
     );
 
     registry.set_down(false);
-    let done = eventually(Duration::from_secs(30), || handled.lock().unwrap().len() == 1).await;
+    let done = eventually(Duration::from_secs(30), || {
+        handled.lock().unwrap().len() == 1
+    })
+    .await;
     running.stop().await.unwrap();
     assert!(done, "handled once the registry is back");
     assert_eq!(*handled.lock().unwrap(), vec![event.order_id]);
@@ -93,7 +108,8 @@ async fn an_id_the_registry_does_not_have_is_poison_with_the_id_in_the_reason() 
     let registry = TestRegistry::start().await;
     schemas::connect(&registry_settings(&registry)).unwrap();
     let fx = Fixture::new(settings()).await;
-    fx.send("order-2", &confluent_bytes(&placed(), 4242), "e-2").await;
+    fx.send("order-2", &confluent_bytes(&placed(), 4242), "e-2")
+        .await;
     let handled = log();
     let running = fx.spawn(handler(handled.clone(), |handled, r: Record| async move {
         let placed: OrderPlaced = r.decode()?;
@@ -109,7 +125,10 @@ async fn an_id_the_registry_does_not_have_is_poison_with_the_id_in_the_reason() 
     let error = h.get_str(dlq::ERROR).unwrap();
     assert!(error.contains("schema id 4242"), "{error}");
     assert!(handled.lock().unwrap().is_empty());
-    assert!(registry.requests("GET /schemas/ids/{id}") >= 1, "the registry was asked");
+    assert!(
+        registry.requests("GET /schemas/ids/{id}") >= 1,
+        "the registry was asked"
+    );
 }
 
 #[tokio::test]
@@ -149,7 +168,10 @@ async fn startup_errors_name_the_setting() {
         framing: Framing::Confluent,
         ..SchemaSettings::default()
     };
-    let err = format!("{:#}", schemas::init(&confluent_without_url).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        schemas::init(&confluent_without_url).await.unwrap_err()
+    );
     assert!(err.contains("schemas.registry.url"), "{err}");
 
     let registry = TestRegistry::start().await;
@@ -163,7 +185,10 @@ async fn startup_errors_name_the_setting() {
         ..SchemaSettings::default()
     };
     let err = format!("{:#}", schemas::init(&down).await.unwrap_err());
-    assert!(err.contains("schemas.registry.url") && err.contains("unavailable"), "{err}");
+    assert!(
+        err.contains("schemas.registry.url") && err.contains("unavailable"),
+        "{err}"
+    );
 
     let empty = TestRegistry::start().await;
     let lookup_only = SchemaSettings {
@@ -178,7 +203,10 @@ async fn startup_errors_name_the_setting() {
         err.contains("is not registered") && err.contains("auto_register"),
         "{err}"
     );
-    assert!(empty.versions(&subject_of_placed()).is_empty(), "look-up only registers nothing");
+    assert!(
+        empty.versions(&subject_of_placed()).is_empty(),
+        "look-up only registers nothing"
+    );
 }
 
 #[tokio::test]
@@ -194,7 +222,10 @@ async fn with_basic_auth_wrong_credentials_are_an_outage_that_names_the_settings
     };
     let err = format!("{:#}", schemas::init(&settings("wrong")).await.unwrap_err());
     assert!(err.contains("schemas.registry.password"), "{err}");
-    assert!(!err.contains("wrong"), "the password is never printed: {err}");
+    assert!(
+        !err.contains("wrong"),
+        "the password is never printed: {err}"
+    );
     schemas::init(&settings("right")).await.unwrap();
     assert!(!registry.versions(&subject_of_placed()).is_empty());
 }
