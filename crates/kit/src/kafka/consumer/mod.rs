@@ -5,6 +5,7 @@
 mod context;
 pub mod dlq;
 pub mod handler;
+mod metrics;
 mod process;
 pub mod retry;
 mod runner;

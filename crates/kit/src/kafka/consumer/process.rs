@@ -14,6 +14,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::dlq::{DeadLetterReason, dead_letter};
 use super::handler::{Handler, HandlerError, Record};
+use super::metrics::ConsumerMetrics;
 use super::retry::backoff;
 use super::runner::RunnerError;
 use super::shared::{PartitionWork, Shared};
@@ -43,6 +44,8 @@ pub(super) struct Process<H> {
     /// Shutdown: no new attempt starts.
     pub stop: CancellationToken,
     pub panics: PanicInjection,
+    /// The per-topic metric handles.
+    pub metrics: Arc<ConsumerMetrics>,
 }
 
 /// The test-only `inject_panic_every`: every n-th record's first attempt panics.
@@ -78,10 +81,7 @@ impl<H: Handler> Process<H> {
     pub async fn run(&self, mut record: Record, work: &PartitionWork) -> Outcome {
         let group = &self.shared.group;
         let stall = &self.shared.stall;
-        let labels = [
-            ("group", group.to_string()),
-            ("topic", record.topic.clone()),
-        ];
+        let metrics = self.metrics.topic(&record.topic);
         let max_attempts = self.retry.max_attempts.max(1);
         // Attempts that failed with `Retryable`; outages do not count against the budget.
         let mut failures = 0;
@@ -108,12 +108,11 @@ impl<H: Handler> Process<H> {
                     });
                 }
             };
-            metrics::histogram!("spine_consumer_handler_seconds", &labels)
+            metrics
+                .handler_seconds
                 .record(started.elapsed().as_secs_f64());
             if let Err(err) = &result {
-                metrics::counter!("spine_consumer_errors_total",
-                    "group" => group.to_string(), "topic" => record.topic.clone(), "class" => err.kind())
-                .increment(1);
+                metrics.error(err).increment(1);
             }
             if probe.is_some() && !matches!(result, Err(HandlerError::Unavailable(_))) {
                 stall.recovered(group);
@@ -132,7 +131,7 @@ impl<H: Handler> Process<H> {
                 _ => None,
             };
             if let Some((err, delay)) = retry {
-                metrics::counter!("spine_consumer_retries_total", &labels).increment(1);
+                metrics.retries.increment(1);
                 tracing::warn!(attempt = record.attempt, ?delay, class = err.kind(), error = %err, "retrying record");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -146,7 +145,7 @@ impl<H: Handler> Process<H> {
             drop(probe);
             let (reason, err) = match result {
                 Ok(()) => {
-                    count_outcome(group, &record.topic, "handled");
+                    metrics.handled.increment(1);
                     return Outcome::Handled;
                 }
                 // A partition given away is not ours to dead-letter: its next owner decides.
@@ -242,7 +241,7 @@ impl<H: Handler> Process<H> {
                         self.shared.stall.recovered(&self.shared.group);
                         self.shared.wake.notify_one();
                     }
-                    count_outcome(&self.shared.group, &record.topic, "dead_lettered");
+                    self.metrics.topic(&record.topic).dead_lettered.increment(1);
                     return Outcome::DeadLettered;
                 }
                 Err(source) if source.is_outage() => {
@@ -274,10 +273,4 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
-pub(super) fn count_outcome(group: &str, topic: &str, outcome: &'static str) {
-    metrics::counter!("spine_consumer_records_total",
-        "group" => group.to_owned(), "topic" => topic.to_owned(), "outcome" => outcome)
-    .increment(1);
 }

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::context::{RunnerContext, commit_sync};
 use super::handler::{Handler, Record};
+use super::metrics::ConsumerMetrics;
 use super::process::{Outcome, PanicInjection, Process};
 use super::shared::{Done, Shared, lock};
 use super::tracker::{Partition, Ticket};
@@ -96,6 +97,7 @@ pub struct ConsumerRunner<H> {
     /// What the `process` spans say about this consumer.
     client: ClientInfo,
     panics: PanicInjection,
+    metrics: Arc<ConsumerMetrics>,
 }
 
 impl<H: Handler> ConsumerRunner<H> {
@@ -117,6 +119,7 @@ impl<H: Handler> ConsumerRunner<H> {
             client_id: group.to_owned(),
             client: ClientInfo::new(settings, group),
             panics: PanicInjection::new(&settings.consumer),
+            metrics: Arc::new(ConsumerMetrics::new(group)),
         })
     }
 
@@ -130,6 +133,7 @@ impl<H: Handler> ConsumerRunner<H> {
             dlq: self.dlq.clone(),
             stop: stop.clone(),
             panics: self.panics.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -153,11 +157,7 @@ impl<H: Handler> ConsumerRunner<H> {
         // Every outcome series exists from the start at 0, so that `increase()` in an alert
         // sees the first dead letter too (a counter born at 1 shows no increase).
         for topic in &topics {
-            for outcome in ["handled", "dead_lettered"] {
-                metrics::counter!("spine_consumer_records_total",
-                    "group" => self.group.to_string(), "topic" => (*topic).to_owned(), "outcome" => outcome)
-                .increment(0);
-            }
+            self.metrics.topic(topic);
         }
         tracing::info!(group = %self.group, topics = ?self.topics, "consumer started");
 

@@ -1,0 +1,96 @@
+//! The runner's per-record metrics, with their handles resolved once per topic: looking a
+//! series up by name and labels (and allocating the label strings) for every record cost more
+//! than the increment itself.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use metrics::{Counter, Histogram};
+
+use super::handler::HandlerError;
+
+/// The series of one group and topic.
+pub(super) struct TopicMetrics {
+    /// `spine_consumer_handler_seconds`.
+    pub handler_seconds: Histogram,
+    /// `spine_consumer_retries_total`.
+    pub retries: Counter,
+    /// `spine_consumer_records_total{outcome="handled"}`.
+    pub handled: Counter,
+    /// `spine_consumer_records_total{outcome="dead_lettered"}`.
+    pub dead_lettered: Counter,
+    /// `spine_consumer_errors_total{class}`, one per class.
+    errors: [Counter; 4],
+}
+
+impl TopicMetrics {
+    fn new(group: &str, topic: &str) -> Self {
+        let labels = [("group", group.to_owned()), ("topic", topic.to_owned())];
+        let outcome = |outcome: &'static str| {
+            metrics::counter!("spine_consumer_records_total",
+                "group" => group.to_owned(), "topic" => topic.to_owned(), "outcome" => outcome)
+        };
+        let error = |class: &'static str| {
+            metrics::counter!("spine_consumer_errors_total",
+                "group" => group.to_owned(), "topic" => topic.to_owned(), "class" => class)
+        };
+        Self {
+            handler_seconds: metrics::histogram!("spine_consumer_handler_seconds", &labels),
+            retries: metrics::counter!("spine_consumer_retries_total", &labels),
+            handled: outcome("handled"),
+            dead_lettered: outcome("dead_lettered"),
+            errors: ["retryable", "unavailable", "poison", "fatal"].map(error),
+        }
+    }
+
+    /// The error counter of `err`'s class.
+    pub fn error(&self, err: &HandlerError) -> &Counter {
+        let index = match err {
+            HandlerError::Retryable(_) => 0,
+            HandlerError::Unavailable(_) => 1,
+            HandlerError::Poison(_) => 2,
+            HandlerError::Fatal(_) => 3,
+        };
+        &self.errors[index]
+    }
+}
+
+/// A group's [`TopicMetrics`], made on first use of each topic.
+pub(super) struct ConsumerMetrics {
+    group: Arc<str>,
+    topics: RwLock<HashMap<String, Arc<TopicMetrics>>>,
+}
+
+impl ConsumerMetrics {
+    pub fn new(group: &str) -> Self {
+        Self {
+            group: Arc::from(group),
+            topics: RwLock::default(),
+        }
+    }
+
+    /// The handles of `topic`. Every outcome series exists from its first use at 0, so that
+    /// `increase()` in an alert sees the first dead letter too.
+    pub fn topic(&self, topic: &str) -> Arc<TopicMetrics> {
+        // The maps are never left half-written: a poisoned lock is fine to use.
+        if let Some(found) = self
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+        {
+            return found.clone();
+        }
+        self.topics
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(topic.to_owned())
+            .or_insert_with(|| {
+                let made = TopicMetrics::new(&self.group, topic);
+                made.handled.increment(0);
+                made.dead_lettered.increment(0);
+                Arc::new(made)
+            })
+            .clone()
+    }
+}
