@@ -6,6 +6,7 @@ mod context;
 pub mod dlq;
 pub mod handler;
 mod process;
+mod rate;
 pub mod retry;
 mod runner;
 mod shared;
