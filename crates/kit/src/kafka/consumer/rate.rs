@@ -7,9 +7,10 @@
 //!   startable, with the limiter.
 //!
 //! Records waiting here are held (they count against `max_in_flight`), so a rate below what
-//! arrives fills the in-flight bound, and the runner's usual backpressure takes over: it stops
-//! taking records, and pauses its partitions (still polling) when no slot frees for half of
-//! `max_poll_interval`. The backlog stays on the broker, not in memory.
+//! arrives fills the in-flight bound, and the runner's usual backpressure takes over: it takes
+//! a record only as one finishes, and pauses its partitions (still polling) when none finishes
+//! for half of `max_poll_interval`. The backlog stays on the broker and in librdkafka's bounded
+//! prefetch, never in an unbounded queue here.
 
 use std::collections::VecDeque;
 use std::time::Duration;

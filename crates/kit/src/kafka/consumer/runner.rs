@@ -79,8 +79,9 @@ pub enum RunnerError {
 ///
 /// **Steady drain.** With `max_rate` set, records start at that pace at most (after a burst of
 /// a tenth of a second's worth): startable records wait for a slot, in order, and count as
-/// held, so a backlog fills `max_in_flight` and the backpressure above keeps the rest on the
-/// broker. Waiting records of a revoked partition are dropped, never started.
+/// held, so a backlog fills `max_in_flight` and the backpressure above leaves the rest to the
+/// broker and librdkafka's bounded prefetch. Waiting records of a revoked partition are
+/// dropped, never started.
 ///
 /// **Faults.** An outage ([`HandlerError::Unavailable`](super::HandlerError::Unavailable)) is retried without limit and never
 /// dead-lettered; while it lasts the group stalls: its partitions are paused and one record
