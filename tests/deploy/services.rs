@@ -142,3 +142,21 @@ fn every_service_in_the_workspace_is_checked() {
         "tests/deploy/services.rs lists {gone:?}, which have no services/<name>/Cargo.toml"
     );
 }
+
+/// The consumer settings are the kit's in every service, so the steady drain rate is one
+/// variable for any of them (`SPINE__KAFKA__CONSUMER__MAX_RATE=500`), and off by default.
+#[test]
+fn every_service_takes_its_drain_rate_from_the_environment() {
+    for service in services() {
+        let defaults = (service.load)(&Sources::default())
+            .unwrap_or_else(|err| panic!("{}: {err}", service.name));
+        assert_eq!(defaults.kafka.consumer.max_rate, 0.0, "{}", service.name);
+        let sources = Sources {
+            env: vec![("SPINE__KAFKA__CONSUMER__MAX_RATE".into(), "500".into())],
+            ..Sources::default()
+        };
+        let limited =
+            (service.load)(&sources).unwrap_or_else(|err| panic!("{}: {err}", service.name));
+        assert_eq!(limited.kafka.consumer.max_rate, 500.0, "{}", service.name);
+    }
+}

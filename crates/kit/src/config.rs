@@ -167,6 +167,26 @@ mod tests {
     }
 
     #[test]
+    fn the_drain_rate_is_off_by_default_and_set_from_the_environment() {
+        let settings: KitSettings = load_from(&env(&[])).unwrap();
+        assert_eq!(settings.kafka.consumer.max_rate, 0.0);
+        for (value, rate) in [("500", 500.0), ("2.5", 2.5), ("0", 0.0)] {
+            let settings: KitSettings =
+                load_from(&env(&[("SPINE__KAFKA__CONSUMER__MAX_RATE", value)])).unwrap();
+            assert_eq!(settings.kafka.consumer.max_rate, rate, "{value}");
+        }
+    }
+
+    #[test]
+    fn a_negative_drain_rate_is_rejected_with_its_key() {
+        let err = load_from::<KitSettings>(&env(&[("SPINE__KAFKA__CONSUMER__MAX_RATE", "-1")]))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("kafka.consumer.max_rate"), "{text}");
+        assert!(text.contains("not a rate"), "{text}");
+    }
+
+    #[test]
     fn an_unknown_key_is_rejected_by_name() {
         let err = load_from::<KitSettings>(&env(&[("SPINE__KAFKA__BOOTSTRAP_SERVER", "x:1")]))
             .unwrap_err();

@@ -258,9 +258,17 @@ impl Default for ProducerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsumerSettings {
-    /// Records held at once (running, waiting behind their key, or in retry). Above this the
-    /// runner pauses its partitions: backpressure instead of unbounded memory.
+    /// Records held at once (running, waiting behind their key or for a `max_rate` slot, or in
+    /// retry). Above this the runner pauses its partitions: backpressure instead of unbounded
+    /// memory.
     pub max_in_flight: usize,
+    /// Records per second this runner (one group member) starts at most, to drain a backlog
+    /// at a steady pace rather than as fast as the handlers go: load levelling for a slow or
+    /// shared dependency. After an idle spell a burst of a tenth of a second's worth (at least
+    /// one record) may start at once. A retry of a started record takes no slot. A group of n
+    /// members drains at up to n times this. 0, the default, turns the limit off.
+    #[serde(deserialize_with = "records_per_second")]
+    pub max_rate: f64,
     /// `max.poll.interval.ms`. tansu needs 10 s or less, or the first group join stalls.
     #[serde(with = "humantime_serde")]
     pub max_poll_interval: Duration,
@@ -300,6 +308,7 @@ impl Default for ConsumerSettings {
     fn default() -> Self {
         Self {
             max_in_flight: 256,
+            max_rate: 0.0,
             max_poll_interval: Duration::from_secs(10),
             session_timeout: Duration::from_secs(6),
             commit_interval: Duration::from_secs(1),
@@ -312,6 +321,18 @@ impl Default for ConsumerSettings {
             group_instance_id: None,
             inject_panic_every: 0,
         }
+    }
+}
+
+/// A rate in records per second: a finite number, 0 or more.
+fn records_per_second<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let rate = f64::deserialize(deserializer)?;
+    if rate.is_finite() && rate >= 0.0 {
+        Ok(rate)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{rate} is not a rate: records per second, a finite number >= 0 (0 turns the limit off)"
+        )))
     }
 }
 

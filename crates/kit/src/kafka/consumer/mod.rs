@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod handler;
 mod metrics;
 mod process;
+mod rate;
 pub mod retry;
 mod runner;
 mod shared;

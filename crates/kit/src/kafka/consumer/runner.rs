@@ -14,6 +14,7 @@ use super::context::{RunnerContext, commit_sync};
 use super::handler::{Handler, Record};
 use super::metrics::ConsumerMetrics;
 use super::process::{Outcome, PanicInjection, Process};
+use super::rate::Pacer;
 use super::shared::{Done, Shared, lock};
 use super::tracker::{Partition, Ticket};
 use crate::kafka::config::consumer_config;
@@ -76,6 +77,12 @@ pub enum RunnerError {
 /// [`crate::inbox`]). Records of one key run one at a time, in offset order, retries
 /// included; different keys and partitions run concurrently, up to `max_in_flight` records,
 /// beyond which the runner pauses its partitions (and keeps polling, so it stays in the group).
+///
+/// **Steady drain.** With `max_rate` set, records start at that pace at most (after a burst of
+/// a tenth of a second's worth): startable records wait for a slot, in order, and count as
+/// held, so a backlog fills `max_in_flight` and the backpressure above leaves the rest to the
+/// broker and librdkafka's bounded prefetch. Waiting records of a revoked partition are
+/// dropped, never started.
 ///
 /// **Faults.** An outage ([`HandlerError::Unavailable`](super::HandlerError::Unavailable)) is retried without limit and never
 /// dead-lettered; while it lasts the group stalls: its partitions are paused and one record
@@ -159,7 +166,12 @@ impl<H: Handler> ConsumerRunner<H> {
         for topic in &topics {
             self.metrics.topic(topic);
         }
-        tracing::info!(group = %self.group, topics = ?self.topics, "consumer started");
+        let max_rate = self.settings.consumer.max_rate;
+        metrics::gauge!("spine_consumer_max_rate", "group" => self.group.to_string()).set(max_rate);
+        let rate_limited = metrics::counter!("spine_consumer_rate_limited_total",
+            "group" => self.group.to_string());
+        rate_limited.increment(0);
+        tracing::info!(group = %self.group, topics = ?self.topics, max_rate, "consumer started");
 
         let mut dispatcher = Dispatcher {
             runner: &self,
@@ -167,6 +179,8 @@ impl<H: Handler> ConsumerRunner<H> {
             shared,
             stop: shutdown.child_token(),
             failure: None,
+            pacer: Pacer::new(max_rate),
+            rate_limited,
         };
         dispatcher.dispatch().await;
         dispatcher.drain().await;
@@ -189,6 +203,10 @@ struct Dispatcher<'a, H> {
     /// Cancelled on shutdown or on the first failure: stops polling and interrupts retries.
     stop: CancellationToken,
     failure: Option<RunnerError>,
+    /// Startable records waiting for a slot of `max_rate`; `None` when there is no limit.
+    pacer: Option<Pacer>,
+    /// Records that could not start at once for `max_rate`.
+    rate_limited: metrics::Counter,
 }
 
 impl<H: Handler> Dispatcher<'_, H> {
@@ -204,6 +222,9 @@ impl<H: Handler> Dispatcher<'_, H> {
     /// Stall: while a dependency is down ([`HandlerError::Unavailable`](super::HandlerError::Unavailable)) it pauses at once and
     /// keeps polling; the records it holds probe one at a time (`shared::Stall`), and the first probe
     /// that gets an answer resumes it at full speed.
+    ///
+    /// Rate (`max_rate`): records wait for a slot in the pacer, held meanwhile, so a backlog
+    /// meets the bound above; the loop wakes when the next slot is due.
     async fn dispatch(&mut self) {
         let max_in_flight = self.runner.settings.consumer.max_in_flight.max(1);
         let patience = self.runner.settings.consumer.max_poll_interval / 2;
@@ -214,11 +235,13 @@ impl<H: Handler> Dispatcher<'_, H> {
         let consumer = self.consumer;
         let shared = self.shared.clone();
         loop {
+            let rate_due = self.start_due();
             let held = lock(&shared.tracker).held();
             let stalled = shared.stall.is_stalled();
-            if stalled && shared.tasks() == 0 {
+            if stalled && shared.tasks() == 0 && self.waiting() == 0 {
                 // Nobody is left to probe (the records that met the outage were revoked or
-                // finished): take records again, and let the next outage stall anew.
+                // finished, and none waits for a rate slot to start and probe): take records
+                // again, and let the next outage stall anew.
                 shared.stall.recovered(&self.runner.group);
             } else if stalled && !shared.paused() {
                 self.set_paused(true);
@@ -239,6 +262,8 @@ impl<H: Handler> Dispatcher<'_, H> {
                 () = self.stop.cancelled() => break,
                 () = shared.wake.notified() => self.take_completions(),
                 () = tokio::time::sleep_until(pause_at), if full => self.set_paused(true),
+                // The next rate slot is due: the loop's start starts the waiting records.
+                () = tokio::time::sleep_until(rate_due.unwrap_or(now)), if rate_due.is_some() => {}
                 message = consumer.recv(), if !full => match message {
                     Ok(message) => self.on_message(&message),
                     Err(err) => {
@@ -283,7 +308,7 @@ impl<H: Handler> Dispatcher<'_, H> {
         };
         let start = lock(&self.shared.tracker).accept(record);
         if let Some((ticket, record)) = start {
-            self.start(ticket, record);
+            self.admit(ticket, record);
         }
     }
 
@@ -303,7 +328,7 @@ impl<H: Handler> Dispatcher<'_, H> {
                 if let Some((ticket, record)) = next
                     && !self.stop.is_cancelled()
                 {
-                    self.start(ticket, record);
+                    self.admit(ticket, record);
                 }
             }
             Outcome::Abandoned => {}
@@ -313,6 +338,52 @@ impl<H: Handler> Dispatcher<'_, H> {
                 self.stop.cancel();
             }
         }
+    }
+
+    /// A record that may start as far as its key is concerned: starts it now, or, under
+    /// `max_rate` without a free slot, queues it for [`Self::start_due`].
+    fn admit(&mut self, ticket: Ticket, record: Record) {
+        let Some(pacer) = &mut self.pacer else {
+            return self.start(ticket, record);
+        };
+        match pacer.offer(ticket, record, tokio::time::Instant::now()) {
+            Some((ticket, record)) => self.start(ticket, record),
+            None => self.rate_limited.increment(1),
+        }
+    }
+
+    /// Starts the waiting records whose rate slots are due; returns when the next one is due,
+    /// if any waits. Runs only in the dispatcher, never during a revoke (which runs inside its
+    /// poll), so a record found current here is still assigned when it starts.
+    fn start_due(&mut self) -> Option<tokio::time::Instant> {
+        let pacer = self.pacer.as_mut()?;
+        if pacer.waiting() == 0 || self.stop.is_cancelled() {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let mut due = Vec::new();
+        {
+            let tracker = lock(&self.shared.tracker);
+            // Every current waiting record is held, so more waiting than held means a revoke
+            // left records behind: drop them now rather than as they come up, so that what
+            // waits stays within `max_in_flight`.
+            if pacer.waiting() > tracker.held() {
+                pacer.drop_stale(|ticket| tracker.is_current(ticket));
+            }
+            while let Some(next) = pacer.next(now, |ticket| tracker.is_current(ticket)) {
+                due.push(next);
+            }
+        }
+        let wake_at = pacer.wake_at(now);
+        for (ticket, record) in due {
+            self.start(ticket, record);
+        }
+        wake_at
+    }
+
+    /// Records waiting for a rate slot.
+    fn waiting(&self) -> usize {
+        self.pacer.as_ref().map_or(0, Pacer::waiting)
     }
 
     fn start(&mut self, ticket: Ticket, record: Record) {

@@ -49,7 +49,8 @@ type LaneKey = (Partition, Option<Vec<u8>>);
 pub struct Tracker {
     partitions: HashMap<Partition, PartitionState>,
     /// Records waiting behind a running record of the same key. A lane exists while a record of
-    /// its key runs; its queue holds the ones after it.
+    /// its key runs (or, under `max_rate`, waits for a slot to start); its queue holds the ones
+    /// after it.
     lanes: HashMap<LaneKey, VecDeque<(Ticket, Record)>>,
     held: usize,
     next_epoch: u64,
@@ -133,6 +134,14 @@ impl Tracker {
         (next, store)
     }
 
+    /// Whether `ticket`'s record is still held in the assignment it was accepted in (its
+    /// partition was not revoked since), so that it may still start.
+    pub fn is_current(&self, ticket: &Ticket) -> bool {
+        self.partitions
+            .get(&ticket.partition)
+            .is_some_and(|state| state.epoch == ticket.epoch && state.held.contains(&ticket.offset))
+    }
+
     /// Forgets a revoked partition: its waiting records are dropped (the next owner consumes
     /// them from the committed offset) and the completions of its running ones become stale.
     pub fn revoke(&mut self, partition: &Partition) {
@@ -206,6 +215,8 @@ mod tests {
         t.revoke(&old.partition);
         assert_eq!(t.held(), 0);
         let (new, _) = t.accept(record(0, 5, "a")).unwrap();
+        assert!(!t.is_current(&old), "its partition was revoked since");
+        assert!(t.is_current(&new));
         let (next, store) = t.complete(&old);
         assert!(
             next.is_none() && store.is_none(),
