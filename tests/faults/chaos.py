@@ -111,6 +111,8 @@ class Run:
                        SPINE__EMAIL__SMTP_PORT=str(self.smtp.port))
         if service in self.panic_every:
             env["SPINE__KAFKA__CONSUMER__INJECT_PANIC_EVERY"] = str(self.panic_every[service])
+        if self.args.max_rate:
+            env["SPINE__KAFKA__CONSUMER__MAX_RATE"] = str(self.args.max_rate)
         return env
 
     def spawn(self, service, member=""):
@@ -426,6 +428,8 @@ def main():
                    "broker-kill")
     p.add_argument("--bin-dir", required=True, help=argparse.SUPPRESS)  # set by scripts/chaos
     p.add_argument("--rate", type=float, default=20, help="orders per second (default 20)")
+    p.add_argument("--max-rate", type=float, default=0,
+                   help="kafka.consumer.max_rate of every consumer, records/s (default 0: off)")
     p.add_argument("--smtp-outage", type=int, default=30, help="seconds (default 30)")
     p.add_argument("--panic-every", type=int, default=2500,
                    help="inventory's injected panic period in records (analytics: twice that)")
