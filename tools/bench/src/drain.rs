@@ -150,9 +150,7 @@ impl Tally {
             confirmed,
             rejected: outcome_times.len() - confirmed,
             email: PathReport::new(release_ms, self.placed.len(), &email_times),
-            first_inventory_fact_s: self
-                .first_inventory_ms
-                .map(|ms| seconds(release_ms, ms)),
+            first_inventory_fact_s: self.first_inventory_ms.map(|ms| seconds(release_ms, ms)),
         }
     }
 }
@@ -376,8 +374,14 @@ mod tests {
             classify("inventory.events", Some(key.as_bytes()), b"anything"),
             Some((order.order_id, Fact::Inventory))
         );
-        assert_eq!(classify("orders.events", Some(key.as_bytes()), b"garbage"), None);
-        assert_eq!(classify("orders.events", Some(b"not-a-uuid"), &placed), None);
+        assert_eq!(
+            classify("orders.events", Some(key.as_bytes()), b"garbage"),
+            None
+        );
+        assert_eq!(
+            classify("orders.events", Some(b"not-a-uuid"), &placed),
+            None
+        );
         assert_eq!(classify("orders.events", None, &placed), None);
     }
 
@@ -390,7 +394,11 @@ mod tests {
         }
         // Release at 1,000 ms; outcomes from 1,500 to 2,000, emails up to 5,000.
         for (i, id) in orders.iter().enumerate() {
-            let fact = if i == 0 { Fact::Rejected } else { Fact::Confirmed };
+            let fact = if i == 0 {
+                Fact::Rejected
+            } else {
+                Fact::Confirmed
+            };
             tally.observe(*id, fact, 1_500 + 500 * (i as i64 / 3));
             tally.observe(*id, Fact::EmailSent, 2_000 + 1_000 * i as i64);
         }
@@ -399,7 +407,10 @@ mod tests {
         assert!(tally.drained(4));
         let report = tally.report(1_000, 4, false);
         assert!(report.drained);
-        assert_eq!((report.backlog, report.confirmed, report.rejected), (4, 3, 1));
+        assert_eq!(
+            (report.backlog, report.confirmed, report.rejected),
+            (4, 3, 1)
+        );
         assert_eq!(report.outcome.orders, 4);
         assert_eq!(report.outcome.first_s, Some(0.5));
         assert_eq!(report.outcome.last_s, Some(1.0));
@@ -458,7 +469,10 @@ mod tests {
 
     #[test]
     fn the_release_file_names_a_time_and_a_count() {
-        assert_eq!(parse_release("1700000000123 50000\n").unwrap(), (1_700_000_000_123, 50_000));
+        assert_eq!(
+            parse_release("1700000000123 50000\n").unwrap(),
+            (1_700_000_000_123, 50_000)
+        );
         assert!(parse_release("1700000000123").is_err());
         assert!(parse_release("soon 5").is_err());
     }

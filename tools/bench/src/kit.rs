@@ -58,7 +58,11 @@ pub fn relay_record(
 
 /// The relay's work for one row: [`relay_record`], then `Publisher::send` inside the span, and
 /// the outcome recorded on it.
-async fn relay_send(publisher: &Publisher, stored: &OutgoingRecord, topic: &str) -> anyhow::Result<()> {
+async fn relay_send(
+    publisher: &Publisher,
+    stored: &OutgoingRecord,
+    topic: &str,
+) -> anyhow::Result<()> {
     let (record, span) = relay_record(publisher, stored, topic);
     let result = publisher.send(&record).instrument(span.clone()).await;
     spans::record_send(&span, &result);

@@ -135,7 +135,13 @@ async fn measure(bench: &Bench<'_>, data: &Data<'_>) -> anyhow::Result<Rounds> {
     let options = bench.options;
     let works: Vec<Work> = Work::ALL
         .into_iter()
-        .filter(|w| if w.produces() { options.produce } else { options.consume })
+        .filter(|w| {
+            if w.produces() {
+                options.produce
+            } else {
+                options.consume
+            }
+        })
         .collect();
     if options.warmup {
         let n = options.records.min(10_000);
@@ -164,7 +170,9 @@ async fn measure(bench: &Bench<'_>, data: &Data<'_>) -> anyhow::Result<Rounds> {
     for round in 1..=options.rounds {
         for work in works.iter().copied().filter(|w| w.produces()) {
             for side in order(round) {
-                let topic = bench.topic(&format!("r{round}-{}", name(work, side))).await?;
+                let topic = bench
+                    .topic(&format!("r{round}-{}", name(work, side)))
+                    .await?;
                 let measured = bench.produce(work, side, &topic, data).await?;
                 rounds.push(work, side, report_round(work, side, round, &measured));
                 if side == Side::Kit && options.consume && consume_topic.is_none() {
@@ -182,7 +190,9 @@ async fn measure(bench: &Bench<'_>, data: &Data<'_>) -> anyhow::Result<Rounds> {
             None => {
                 eprintln!("prefilling with {} records (untimed)", options.records);
                 let topic = bench.topic("prefill").await?;
-                bench.produce(Work::ProduceBytes, Side::Kit, &topic, data).await?;
+                bench
+                    .produce(Work::ProduceBytes, Side::Kit, &topic, data)
+                    .await?;
                 topic
             }
         };
@@ -295,9 +305,9 @@ impl<'a> Bench<'a> {
         let (window, timeout) = (self.options.window, self.options.timeout);
         match (work, side) {
             // Blocking, on this worker thread: the raw path gets no help from the runtime.
-            (Work::ProduceBytes, Side::Raw) => tokio::task::block_in_place(|| {
-                self.raw.produce_stored(topic, data.stored, timeout)
-            }),
+            (Work::ProduceBytes, Side::Raw) => {
+                tokio::task::block_in_place(|| self.raw.produce_stored(topic, data.stored, timeout))
+            }
             (Work::ProduceEncode, Side::Raw) => tokio::task::block_in_place(|| {
                 self.raw
                     .produce_encoding(topic, data.events, &self.fixed_headers, timeout)

@@ -219,10 +219,9 @@ pub fn consume(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 if decode {
-                    let order = spine_events::decode::<OrderPlaced>(
-                        message.payload().unwrap_or_default(),
-                    )
-                    .context("raw decode")?;
+                    let order =
+                        spine_events::decode::<OrderPlaced>(message.payload().unwrap_or_default())
+                            .context("raw decode")?;
                     std::hint::black_box(&order);
                 } else {
                     bytes += message.payload_len();

@@ -220,7 +220,12 @@ impl Report {
 pub fn table(report: &Report, rounds: &Rounds, size: &MessageSize, context: &str) -> String {
     let count = Work::ALL
         .iter()
-        .flat_map(|w| [rounds.of(*w, Side::Raw).len(), rounds.of(*w, Side::Kit).len()])
+        .flat_map(|w| {
+            [
+                rounds.of(*w, Side::Raw).len(),
+                rounds.of(*w, Side::Kit).len(),
+            ]
+        })
         .max()
         .unwrap_or(0);
     let mut out = String::new();
@@ -307,9 +312,17 @@ mod tests {
     fn rounds() -> Rounds {
         let mut rounds = Rounds::default();
         for (work, raw, kit) in [
-            (Work::ProduceBytes, [100.0, 300.0, 200.0], [50.0, 150.0, 100.0]),
+            (
+                Work::ProduceBytes,
+                [100.0, 300.0, 200.0],
+                [50.0, 150.0, 100.0],
+            ),
             (Work::ProduceEncode, [80.0, 80.0, 80.0], [20.0, 20.0, 20.0]),
-            (Work::ConsumeNoDecode, [400.0, 400.0, 400.0], [100.0, 300.0, 200.0]),
+            (
+                Work::ConsumeNoDecode,
+                [400.0, 400.0, 400.0],
+                [100.0, 300.0, 200.0],
+            ),
             (Work::ConsumeDecode, [90.0, 90.0, 90.0], [45.0, 45.0, 45.0]),
         ] {
             for (r, k) in raw.into_iter().zip(kit) {
@@ -383,9 +396,14 @@ mod tests {
         assert!(lines[2].starts_with("raw produce, pre-encoded"), "{table}");
         assert!(lines[3].starts_with("kit produce, pre-encoded") && lines[3].ends_with("50.0%"));
         assert!(lines[5].starts_with("kit produce, encode each") && lines[5].ends_with("25.0%"));
-        assert!(lines[6].starts_with("raw consume, no decode") && lines[6].trim_end().ends_with("400"));
+        assert!(
+            lines[6].starts_with("raw consume, no decode") && lines[6].trim_end().ends_with("400")
+        );
         assert!(lines[9].starts_with("kit consume, decode"), "{table}");
-        assert!(lines[13].starts_with("consume, decode: both decode"), "{table}");
+        assert!(
+            lines[13].starts_with("consume, decode: both decode"),
+            "{table}"
+        );
     }
 
     #[test]
