@@ -71,7 +71,7 @@ pub struct Tally {
     placed: HashSet<Uuid>,
     outcomes: HashMap<Uuid, (i64, Fact)>,
     emails: HashMap<Uuid, i64>,
-    first_inventory_ms: Option<i64>,
+    inventory: HashMap<Uuid, i64>,
 }
 
 impl Tally {
@@ -92,7 +92,8 @@ impl Tally {
                 *first = (*first).min(ms);
             }
             Fact::Inventory => {
-                self.first_inventory_ms = Some(self.first_inventory_ms.map_or(ms, |t| t.min(ms)));
+                let first = self.inventory.entry(id).or_insert(ms);
+                *first = (*first).min(ms);
             }
         }
     }
@@ -150,7 +151,12 @@ impl Tally {
             confirmed,
             rejected: outcome_times.len() - confirmed,
             email: PathReport::new(release_ms, self.placed.len(), &email_times),
-            first_inventory_fact_s: self.first_inventory_ms.map(|ms| seconds(release_ms, ms)),
+            first_inventory_fact_s: self
+                .placed
+                .iter()
+                .filter_map(|id| self.inventory.get(id))
+                .min()
+                .map(|ms| seconds(release_ms, *ms)),
         }
     }
 }
@@ -222,7 +228,7 @@ pub struct DrainReport {
     pub rejected: usize,
     /// placed -> outcome -> `EmailSent`.
     pub email: PathReport,
-    /// Seconds from the release to inventory's first reaction.
+    /// Seconds from the release to inventory's first reaction to a backlog order.
     pub first_inventory_fact_s: Option<f64>,
 }
 
@@ -291,6 +297,11 @@ pub fn watch(
         }
     }
     consumer.assign(&assignment).context("assigning")?;
+    // An `OrderPlaced` older than the observer is not part of the backlog (the backlog is
+    // placed after the ready file exists), whatever the watermark read said.
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     std::fs::write(&files.ready, b"").context("writing the ready file")?;
 
     let mut tally = Tally::default();
@@ -305,6 +316,7 @@ pub fn watch(
                 message.payload().unwrap_or_default(),
             )
             && let Some(ms) = message.timestamp().to_millis()
+            && (fact != Fact::Placed || ms >= started_ms)
         {
             tally.observe(id, fact, ms);
         }
@@ -463,8 +475,12 @@ mod tests {
         tally.observe(ours, Fact::Placed, 0);
         tally.observe(Uuid::now_v7(), Fact::Confirmed, 10);
         tally.observe(Uuid::now_v7(), Fact::EmailSent, 10);
+        tally.observe(Uuid::now_v7(), Fact::Inventory, 5);
+        tally.observe(ours, Fact::Inventory, 20);
         assert_eq!(tally.status().outcomes, 0);
-        assert_eq!(tally.report(0, 1, false).outcome.orders, 0);
+        let report = tally.report(0, 1, false);
+        assert_eq!(report.outcome.orders, 0);
+        assert_eq!(report.first_inventory_fact_s, Some(0.02));
     }
 
     #[test]
