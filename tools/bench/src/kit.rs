@@ -1,13 +1,16 @@
 //! The kit's paths, used the way the services use them.
 //!
 //! - **Produce** does what the outbox relay does per row (`crates/kit/src/outbox/relay.rs`):
-//!   a producer span per record, its context injected into the headers, `Publisher::send`
-//!   instrumented with it, all sends of a batch in flight at once. The record itself comes from
-//!   `OutgoingRecord::from_event` (encode, standard headers, the current trace context), as the
-//!   orders service builds it inside its request span. Only the database is left out.
+//!   a producer span per record, child of the context the stored record carries, its context
+//!   injected into the headers, `Publisher::send` instrumented with it, all sends of a batch in
+//!   flight at once. The stored record comes from `OutgoingRecord::from_event` (encode,
+//!   standard headers, the current trace context), as the orders service builds it inside its
+//!   request span. [`produce_stored`] starts from stored records (pre-encoded bytes, built
+//!   untimed); [`produce_encoding`] builds each one inside the interval (encode per event).
+//!   Only the database is left out.
 //! - **Consume** runs a `ConsumerRunner` with production settings (offset storing behind
 //!   completed records, background commits, per-key lanes, `max_in_flight`) and a handler
-//!   that decodes each value into `OrderPlaced` and counts it.
+//!   that counts each record, after decoding its value into `OrderPlaced` or not.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -17,7 +20,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use spine_events::orders::OrderPlaced;
 use spine_kit::kafka::consumer::{ConsumerRunner, Handler, HandlerError, Record};
-use spine_kit::kafka::spans::{self, ClientInfo};
+use spine_kit::kafka::spans;
 use spine_kit::kafka::{OutgoingRecord, Publisher};
 use spine_kit::settings::KafkaSettings;
 use tokio_util::sync::CancellationToken;
@@ -26,26 +29,72 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::report::Measurement;
 
-/// `event` as the relay publishes it to `topic`: built by `from_event` under the current span,
-/// with the kit's `send {topic}` span (`kafka::spans`, as the relay makes it, child of the
-/// context the record carries) whose context the record then carries. Returns both.
-pub fn prepare(
-    client: &ClientInfo,
+/// `event` as the orders service stores it in its outbox: built by `from_event` under
+/// `request` (the request span it is written under), for `topic`.
+pub fn stored(
+    request: &tracing::Span,
     event: &OrderPlaced,
     topic: &str,
-) -> Result<(OutgoingRecord, tracing::Span), spine_events::EncodeError> {
-    let mut record = OutgoingRecord::from_event(event)?;
+) -> Result<OutgoingRecord, spine_events::EncodeError> {
+    let mut record = request.in_scope(|| OutgoingRecord::from_event(event))?;
     record.topic = topic.to_owned();
-    let span = spans::send_span(client, &record);
-    let _ = span.set_parent(record.headers.extract_context());
-    record.headers.inject_context(&span.context());
-    Ok((record, span))
+    Ok(record)
 }
 
-/// Publishes every event to `topic` through `publisher`, at most `window` unacknowledged at a
-/// time, and measures from the first encode to the last acknowledgement. Encoding happens
-/// inside the interval: it is part of what the kit does per record.
-pub async fn produce(
+/// `stored` as the relay sends it to `topic`: with the kit's `send {topic}` span (child of the
+/// context the stored record carries), whose context the copy then carries. Returns both.
+pub fn relay_record(
+    publisher: &Publisher,
+    stored: &OutgoingRecord,
+    topic: &str,
+) -> (OutgoingRecord, tracing::Span) {
+    let span = publisher.send_span(stored);
+    let _ = span.set_parent(stored.headers.extract_context());
+    let mut record = stored.clone();
+    topic.clone_into(&mut record.topic);
+    record.headers.inject_context(&span.context());
+    (record, span)
+}
+
+/// The relay's work for one row: [`relay_record`], then `Publisher::send` inside the span, and
+/// the outcome recorded on it.
+async fn relay_send(
+    publisher: &Publisher,
+    stored: &OutgoingRecord,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let (record, span) = relay_record(publisher, stored, topic);
+    let result = publisher.send(&record).instrument(span.clone()).await;
+    spans::record_send(&span, &result);
+    result?;
+    Ok(())
+}
+
+/// Publishes every stored record to `topic` as the relay does, at most `window`
+/// unacknowledged at a time, and measures from the first send to the last acknowledgement:
+/// the "pre-encoded bytes" work.
+pub async fn produce_stored(
+    publisher: &Publisher,
+    topic: &str,
+    records: &[OutgoingRecord],
+    window: usize,
+    timeout: Duration,
+) -> anyhow::Result<Measurement> {
+    let started = Instant::now();
+    let sends = futures::stream::iter(records)
+        .map(|record| relay_send(publisher, record, topic))
+        .buffer_unordered(window.max(1));
+    let acked = count_acks(sends, timeout).await?;
+    Ok(Measurement {
+        records: acked,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Builds each event's stored record ([`stored`], encoding included) and publishes it to
+/// `topic` as the relay does, at most `window` unacknowledged at a time, and measures from
+/// the first encode to the last acknowledgement: the "encode per event" work.
+pub async fn produce_encoding(
     publisher: &Publisher,
     topic: &str,
     events: &[OrderPlaced],
@@ -57,30 +106,32 @@ pub async fn produce(
     let started = Instant::now();
     let sends = futures::stream::iter(events)
         .map(|event| {
-            let prepared = request.in_scope(|| prepare(publisher.client_info(), event, topic));
-            async move {
-                let (record, span) = prepared?;
-                let result = publisher.send(&record).instrument(span.clone()).await;
-                spans::record_send(&span, &result);
-                result?;
-                Ok::<_, anyhow::Error>(())
-            }
+            let record = stored(&request, event, topic);
+            async move { relay_send(publisher, &record?, topic).await }
         })
         .buffer_unordered(window.max(1));
+    let acked = count_acks(sends, timeout).await?;
+    Ok(Measurement {
+        records: acked,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Drives `sends` to the end and counts them; the first failure (or the timeout) fails all.
+async fn count_acks(
+    sends: impl futures::Stream<Item = anyhow::Result<()>>,
+    timeout: Duration,
+) -> anyhow::Result<u64> {
     let all = sends.fold(Ok(0u64), |acc, result| async move {
         match (acc, result) {
             (Ok(n), Ok(())) => Ok(n + 1),
             (Err(err), _) | (Ok(_), Err(err)) => Err(err),
         }
     });
-    let acked = tokio::time::timeout(timeout, all)
+    tokio::time::timeout(timeout, all)
         .await
         .context("kit produce timed out")?
-        .context("kit produce")?;
-    Ok(Measurement {
-        records: acked,
-        elapsed: started.elapsed(),
-    })
+        .context("kit produce")
 }
 
 /// Shared between the handler (many tasks) and the measurement.
@@ -92,14 +143,23 @@ struct Progress {
     done: CancellationToken,
 }
 
-/// Decodes each value as `OrderPlaced`, counts it, and stops the runner at the target.
-struct CountingHandler(Arc<Progress>);
+/// Counts each record and stops the runner at the target; with `decode`, decodes each value
+/// as `OrderPlaced` first (`Record::decode`, which is `spine_events::decode`), without, only
+/// reads its length.
+struct CountingHandler {
+    progress: Arc<Progress>,
+    decode: bool,
+}
 
 impl Handler for CountingHandler {
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
-        let order = record.decode::<OrderPlaced>()?;
-        std::hint::black_box(&order);
-        let progress = &self.0;
+        if self.decode {
+            let order = record.decode::<OrderPlaced>()?;
+            std::hint::black_box(&order);
+        } else {
+            std::hint::black_box(record.payload.as_ref().map_or(0, Vec::len));
+        }
+        let progress = &self.progress;
         let handled = progress.handled.fetch_add(1, Ordering::Relaxed) + 1;
         if handled == 1 {
             let _ = progress.first.set(Instant::now());
@@ -112,7 +172,8 @@ impl Handler for CountingHandler {
     }
 }
 
-/// Runs a `ConsumerRunner` as a fresh `group` over `topic` until `records` records are handled,
+/// Runs a `ConsumerRunner` as a fresh `group` over `topic` until `records` records are handled
+/// (each value decoded as `OrderPlaced` with `decode`, only its length read without),
 /// then cancels it, and measures from the first handled record to the last (group join and
 /// shutdown are outside the interval, as for the raw consumer).
 pub async fn consume(
@@ -120,6 +181,7 @@ pub async fn consume(
     topic: &str,
     group: &str,
     records: u64,
+    decode: bool,
     timeout: Duration,
 ) -> anyhow::Result<Measurement> {
     let progress = Arc::new(Progress {
@@ -129,7 +191,11 @@ pub async fn consume(
         last: OnceLock::new(),
         done: CancellationToken::new(),
     });
-    let runner = ConsumerRunner::new(settings, group, &[topic], CountingHandler(progress.clone()))?;
+    let handler = CountingHandler {
+        progress: progress.clone(),
+        decode,
+    };
+    let runner = ConsumerRunner::new(settings, group, &[topic], handler)?;
     let done = progress.done.clone();
     let watchdog = tokio::spawn(async move {
         tokio::select! {

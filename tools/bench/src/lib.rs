@@ -1,17 +1,32 @@
-//! `kit-throughput`: what share of the physical limit the kit keeps.
+//! `kit-throughput`: what share of the physical limit the kit keeps, like for like.
 //!
-//! On one broker, in one run, with one message size, it measures four paths:
-//! - **raw produce**: a plain `ThreadedProducer` with the kit's producer settings (acks=all,
-//!   idempotence, linger, delivery timeout), to the last acknowledgement;
-//! - **kit produce**: `OutgoingRecord::from_event` and `Publisher::send` per event, relay
-//!   style, to the last acknowledgement;
-//! - **raw consume**: a plain `BaseConsumer` reading a prefilled topic;
-//! - **kit consume**: the `ConsumerRunner` with a handler that decodes every value, over the
-//!   same topic, each consumer as a fresh group.
+//! On one broker, in one run, with one message size, it measures four kinds of work
+//! ([`report::Work`]), each through a plain rdkafka client (raw) and through the kit:
+//! - **produce, pre-encoded**: both send stored records (value and headers encoded before the
+//!   interval): raw, a plain `ThreadedProducer` with the kit's producer settings (acks=all,
+//!   idempotence, linger, delivery timeout); kit, the outbox relay's per-row work
+//!   (`kit::produce_stored`);
+//! - **produce, encode each**: both encode each event with `spine_events::encode` inside the
+//!   interval (kit: `OutgoingRecord::from_event`, then the relay's per-row work);
+//! - **consume, no decode**: a plain `BaseConsumer`, and the `ConsumerRunner` with a handler
+//!   that does nothing with the bytes, over the same prefilled topic, each as a fresh group;
+//! - **consume, decode**: the same, both decoding each value with `spine_events::decode`.
 //!
-//! Every measurement gets fresh topics or groups; raw and kit alternate which goes first from
-//! round to round, and the report takes medians over rounds (see [`report`]).
+//! The kit's share of raw is judged on these like-for-like pairs. Every measurement gets fresh
+//! topics or groups; raw and kit alternate which goes first from round to round, and the
+//! report takes medians over rounds (see [`report`]).
+//!
+//! The crate also holds `backlog-drain` ([`drain`]), the benchmark's observer of a queued
+//! backlog's drain.
+//!
+//! # Layout
+//! - [`drain`]: the backlog observer: what a record is, the tally, the drain report;
+//! - [`kit`]: the kit's paths, used as the services use them;
+//! - [`raw`]: the plain rdkafka clients;
+//! - [`report`]: measurements, medians, the JSON report and the table;
+//! - [`workload`]: the orders sent and the size of one record.
 
+pub mod drain;
 pub mod kit;
 pub mod raw;
 pub mod report;
@@ -22,14 +37,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::message::OwnedHeaders;
 use spine_events::orders::OrderPlaced;
 use spine_kit::kafka::config::{base_config, producer_config};
-use spine_kit::kafka::{Publisher, TopicSpec, ensure_topics};
+use spine_kit::kafka::headers::EVENT_ID;
+use spine_kit::kafka::{OutgoingRecord, Publisher, TopicSpec, ensure_topics};
 use spine_kit::settings::KafkaSettings;
 
 use crate::raw::RawProducer;
-use crate::report::{Measurement, Path, Rounds};
+use crate::report::{Measurement, Rounds, Side, Work};
 use crate::workload::MessageSize;
 
 /// What to run.
@@ -72,16 +87,24 @@ pub async fn run(options: &Options) -> anyhow::Result<Outcome> {
         .as_millis();
     let bench = Bench::new(options, run_id)?;
     eprintln!(
-        "building {} orders; message {} bytes",
+        "building and encoding {} orders (untimed); message {} bytes",
         options.records,
         bench.size.total()
     );
     let events = workload::orders(options.records);
-    let keys: Vec<Vec<u8>> = events
+    // The outbox rows of the pre-encoded work, built under one request span as a service
+    // builds them; their topic is set per send.
+    let request = tracing::info_span!("bench request");
+    let stored = events
         .iter()
-        .map(|e| e.order_id.to_string().into_bytes())
-        .collect();
-    let rounds = measure(&bench, &events, &keys).await;
+        .map(|event| kit::stored(&request, event, ""))
+        .collect::<Result<Vec<_>, _>>()
+        .context("encoding the orders")?;
+    let data = Data {
+        events: &events,
+        stored: &stored,
+    };
+    let rounds = measure(&bench, &data).await;
     // Also after a failure: the in-memory broker would keep every record otherwise.
     bench.delete_topics().await;
     Ok(Outcome {
@@ -90,42 +113,69 @@ pub async fn run(options: &Options) -> anyhow::Result<Outcome> {
     })
 }
 
+/// What the produce paths send: the events (encoded inside the interval) and their stored
+/// records (encoded before it).
+struct Data<'a> {
+    events: &'a [OrderPlaced],
+    stored: &'a [OutgoingRecord],
+}
+
+impl Data<'_> {
+    fn first(&self, n: usize) -> Data<'_> {
+        Data {
+            events: &self.events[..n],
+            stored: &self.stored[..n],
+        }
+    }
+}
+
 /// The warm-up, then the produce rounds, then the consume rounds over the first topic the kit
 /// wrote (or over one prefilled untimed when only consumption is measured).
-async fn measure(
-    bench: &Bench<'_>,
-    events: &[OrderPlaced],
-    keys: &[Vec<u8>],
-) -> anyhow::Result<Rounds> {
+async fn measure(bench: &Bench<'_>, data: &Data<'_>) -> anyhow::Result<Rounds> {
     let options = bench.options;
+    let works: Vec<Work> = Work::ALL
+        .into_iter()
+        .filter(|w| {
+            if w.produces() {
+                options.produce
+            } else {
+                options.consume
+            }
+        })
+        .collect();
     if options.warmup {
         let n = options.records.min(10_000);
         eprintln!("warm-up: {n} records on every path");
-        let topic = bench.topic("warmup-raw").await?;
-        bench.raw_produce(&topic, &keys[..n]).await?;
-        let topic = bench.topic("warmup-kit").await?;
-        bench.kit_produce(&topic, &events[..n]).await?;
+        let warm = data.first(n);
+        let mut topic = String::new();
+        for work in Work::ALL.into_iter().filter(|w| w.produces()) {
+            for side in [Side::Raw, Side::Kit] {
+                topic = bench.topic(&format!("warmup-{}", name(work, side))).await?;
+                bench.produce(work, side, &topic, &warm).await?;
+            }
+        }
         if options.consume {
-            bench.raw_consume(&topic, "warmup-raw", n).await?;
-            bench.kit_consume(&topic, "warmup-kit", n).await?;
+            for work in Work::ALL.into_iter().filter(|w| !w.produces()) {
+                for side in [Side::Raw, Side::Kit] {
+                    let group = format!("warmup-{}", name(work, side));
+                    bench.consume(work, side, &topic, &group, n).await?;
+                }
+            }
         }
         bench.delete_topics().await;
     }
 
     let mut rounds = Rounds::default();
     let mut consume_topic = None;
-    if options.produce {
-        for round in 1..=options.rounds {
-            for path in order(round, Path::RawProduce, Path::KitProduce) {
-                let kit = path == Path::KitProduce;
-                let topic = bench.topic(&name(round, kit)).await?;
-                let measured = if kit {
-                    bench.kit_produce(&topic, events).await?
-                } else {
-                    bench.raw_produce(&topic, keys).await?
-                };
-                rounds.push(path, report_round(path, round, &measured));
-                if kit && options.consume && consume_topic.is_none() {
+    for round in 1..=options.rounds {
+        for work in works.iter().copied().filter(|w| w.produces()) {
+            for side in order(round) {
+                let topic = bench
+                    .topic(&format!("r{round}-{}", name(work, side)))
+                    .await?;
+                let measured = bench.produce(work, side, &topic, data).await?;
+                rounds.push(work, side, report_round(work, side, round, &measured));
+                if side == Side::Kit && options.consume && consume_topic.is_none() {
                     // Kit-written records (trace context included) are what consumers read.
                     consume_topic = Some(topic);
                 } else {
@@ -140,46 +190,61 @@ async fn measure(
             None => {
                 eprintln!("prefilling with {} records (untimed)", options.records);
                 let topic = bench.topic("prefill").await?;
-                bench.kit_produce(&topic, events).await?;
+                bench
+                    .produce(Work::ProduceBytes, Side::Kit, &topic, data)
+                    .await?;
                 topic
             }
         };
         for round in 1..=options.rounds {
-            for path in order(round, Path::RawConsume, Path::KitConsume) {
-                let kit = path == Path::KitConsume;
-                let group = name(round, kit);
-                let measured = if kit {
-                    bench.kit_consume(&topic, &group, options.records).await?
-                } else {
-                    bench.raw_consume(&topic, &group, options.records).await?
-                };
-                rounds.push(path, report_round(path, round, &measured));
+            for work in works.iter().copied().filter(|w| !w.produces()) {
+                for side in order(round) {
+                    let group = format!("r{round}-{}", name(work, side));
+                    let measured = bench
+                        .consume(work, side, &topic, &group, options.records)
+                        .await?;
+                    rounds.push(work, side, report_round(work, side, round, &measured));
+                }
             }
         }
     }
     Ok(rounds)
 }
 
-/// The name of a round's topic or group, unique within the run.
-fn name(round: usize, kit: bool) -> String {
-    format!("r{round}-{}", if kit { "kit" } else { "raw" })
+/// A topic or group name part for one work on one side, unique within a round.
+fn name(work: Work, side: Side) -> String {
+    let work = match work {
+        Work::ProduceBytes => "bytes",
+        Work::ProduceEncode => "encode",
+        Work::ConsumeNoDecode => "nodecode",
+        Work::ConsumeDecode => "decode",
+    };
+    let side = match side {
+        Side::Raw => "raw",
+        Side::Kit => "kit",
+    };
+    format!("{work}-{side}")
 }
 
 /// Raw first in odd rounds, kit first in even ones, so neither always runs on a warmer or a
 /// more loaded broker.
-fn order(round: usize, raw: Path, kit: Path) -> [Path; 2] {
+fn order(round: usize) -> [Side; 2] {
     if round % 2 == 1 {
-        [raw, kit]
+        [Side::Raw, Side::Kit]
     } else {
-        [kit, raw]
+        [Side::Kit, Side::Raw]
     }
 }
 
-fn report_round(path: Path, round: usize, measured: &Measurement) -> f64 {
+fn report_round(work: Work, side: Side, round: usize, measured: &Measurement) -> f64 {
     let rate = measured.per_second();
     eprintln!(
-        "round {round}: {:<11} {:>9.0} msgs/s ({} records in {:.3} s)",
-        path.label(),
+        "round {round}: {:<3} {:<21} {:>9.0} msgs/s ({} records in {:.3} s)",
+        match side {
+            Side::Raw => "raw",
+            Side::Kit => "kit",
+        },
+        work.label(),
         rate,
         measured.records,
         measured.elapsed.as_secs_f64()
@@ -193,34 +258,113 @@ struct Bench<'a> {
     prefix: String,
     raw: RawProducer,
     kit: Publisher,
-    /// The sample record's value and headers, which the raw producer sends with every key.
-    payload: Vec<u8>,
-    headers: OwnedHeaders,
+    /// The headers the raw encoding path adds to each event's own `event-id`: those of a
+    /// record as the relay sends it (type, version, content type, trace context), so both
+    /// sides send records of one size.
+    fixed_headers: Vec<(String, Vec<u8>)>,
     size: MessageSize,
     created: std::sync::Mutex<Vec<String>>,
 }
 
 impl<'a> Bench<'a> {
     fn new(options: &'a Options, run_id: u128) -> anyhow::Result<Self> {
-        // One record as the kit path builds it, trace context included: its value and headers
-        // are what the raw path sends, so both send the same bytes.
-        let sample: OrderPlaced = workload::order(0);
         let raw = RawProducer::new(&producer_config(&options.kafka, "spine-bench-raw"))?;
         let kit = Publisher::new(&options.kafka, "spine-bench-kit")
             .context("creating the kit publisher")?;
-        let (record, _span) = tracing::info_span!("bench sample")
-            .in_scope(|| kit::prepare(kit.client_info(), &sample, "sample"))
+        // One record as the relay sends it, trace context included: its size is the message
+        // size, and its headers other than the event id are what the raw encoding path sends.
+        let request = tracing::info_span!("bench sample");
+        let stored = kit::stored(&request, &workload::order(0), "sample")
             .context("encoding the sample event")?;
+        let (record, _span) = kit::relay_record(&kit, &stored, "sample");
+        let fixed_headers = record
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != EVENT_ID)
+            .map(|(name, value)| (name.to_owned(), value.to_vec()))
+            .collect();
         Ok(Self {
             options,
             prefix: format!("spine-bench.{run_id}"),
             raw,
             kit,
-            payload: record.payload.clone(),
-            headers: record.headers.to_owned_headers(),
+            fixed_headers,
             size: MessageSize::of(&record),
             created: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Produces `data` to `topic` doing `work` on `side`.
+    async fn produce(
+        &self,
+        work: Work,
+        side: Side,
+        topic: &str,
+        data: &Data<'_>,
+    ) -> anyhow::Result<Measurement> {
+        let (window, timeout) = (self.options.window, self.options.timeout);
+        match (work, side) {
+            // Blocking, on this worker thread: the raw path gets no help from the runtime.
+            (Work::ProduceBytes, Side::Raw) => {
+                tokio::task::block_in_place(|| self.raw.produce_stored(topic, data.stored, timeout))
+            }
+            (Work::ProduceEncode, Side::Raw) => tokio::task::block_in_place(|| {
+                self.raw
+                    .produce_encoding(topic, data.events, &self.fixed_headers, timeout)
+            }),
+            (Work::ProduceBytes, Side::Kit) => {
+                kit::produce_stored(&self.kit, topic, data.stored, window, timeout).await
+            }
+            (Work::ProduceEncode, Side::Kit) => {
+                kit::produce_encoding(&self.kit, topic, data.events, window, timeout).await
+            }
+            (Work::ConsumeNoDecode | Work::ConsumeDecode, _) => {
+                anyhow::bail!("{work:?} is not a produce work")
+            }
+        }
+    }
+
+    /// Consumes `records` records of `topic` as a fresh group doing `work` on `side`.
+    async fn consume(
+        &self,
+        work: Work,
+        side: Side,
+        topic: &str,
+        group: &str,
+        records: usize,
+    ) -> anyhow::Result<Measurement> {
+        let decode = match work {
+            Work::ConsumeNoDecode => false,
+            Work::ConsumeDecode => true,
+            Work::ProduceBytes | Work::ProduceEncode => {
+                anyhow::bail!("{work:?} is not a consume work")
+            }
+        };
+        let group = format!("{}.{group}", self.prefix);
+        let timeout = self.options.timeout;
+        match side {
+            Side::Raw => tokio::task::block_in_place(|| {
+                raw::consume(
+                    &self.options.kafka.bootstrap_servers,
+                    topic,
+                    &group,
+                    records as u64,
+                    decode,
+                    timeout,
+                )
+            }),
+            Side::Kit => {
+                kit::consume(
+                    &self.options.kafka,
+                    topic,
+                    &group,
+                    records as u64,
+                    decode,
+                    timeout,
+                )
+                .await
+            }
+        }
     }
 
     /// Creates a fresh topic with the kit's default partitions and replication.
@@ -237,69 +381,6 @@ impl<'a> Bench<'a> {
             .unwrap_or_else(|e| e.into_inner())
             .push(topic.clone());
         Ok(topic)
-    }
-
-    async fn raw_produce(&self, topic: &str, keys: &[Vec<u8>]) -> anyhow::Result<Measurement> {
-        // Blocking, on this worker thread: the raw path gets no help from the runtime.
-        tokio::task::block_in_place(|| {
-            self.raw.produce(
-                topic,
-                keys,
-                &self.payload,
-                &self.headers,
-                self.options.timeout,
-            )
-        })
-    }
-
-    async fn kit_produce(
-        &self,
-        topic: &str,
-        events: &[OrderPlaced],
-    ) -> anyhow::Result<Measurement> {
-        kit::produce(
-            &self.kit,
-            topic,
-            events,
-            self.options.window,
-            self.options.timeout,
-        )
-        .await
-    }
-
-    async fn raw_consume(
-        &self,
-        topic: &str,
-        group: &str,
-        records: usize,
-    ) -> anyhow::Result<Measurement> {
-        let group = format!("{}.{group}", self.prefix);
-        tokio::task::block_in_place(|| {
-            raw::consume(
-                &self.options.kafka.bootstrap_servers,
-                topic,
-                &group,
-                records as u64,
-                self.options.timeout,
-            )
-        })
-    }
-
-    async fn kit_consume(
-        &self,
-        topic: &str,
-        group: &str,
-        records: usize,
-    ) -> anyhow::Result<Measurement> {
-        let group = format!("{}.{group}", self.prefix);
-        kit::consume(
-            &self.options.kafka,
-            topic,
-            &group,
-            records as u64,
-            self.options.timeout,
-        )
-        .await
     }
 
     /// Deletes a topic so the broker (in-memory tansu) does not keep every round's records.
@@ -349,17 +430,18 @@ mod tests {
 
     #[test]
     fn raw_and_kit_alternate_which_goes_first() {
-        let firsts: Vec<Path> = (1..=4)
-            .map(|r| order(r, Path::RawProduce, Path::KitProduce)[0])
+        let firsts: Vec<Side> = (1..=4).map(|r| order(r)[0]).collect();
+        assert_eq!(firsts, [Side::Raw, Side::Kit, Side::Raw, Side::Kit]);
+    }
+
+    #[test]
+    fn every_work_and_side_has_its_own_name() {
+        let mut names: Vec<String> = Work::ALL
+            .into_iter()
+            .flat_map(|w| [name(w, Side::Raw), name(w, Side::Kit)])
             .collect();
-        assert_eq!(
-            firsts,
-            [
-                Path::RawProduce,
-                Path::KitProduce,
-                Path::RawProduce,
-                Path::KitProduce
-            ]
-        );
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 8);
     }
 }

@@ -18,12 +18,14 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 const AFTER_HELP: &str = "\
-Measures, on one broker in one run with one message size, the msgs/s of a plain rdkafka \
-producer and consumer (the physical limit) and of the kit's Publisher (relay style) and \
-ConsumerRunner (decoding no-op handler), and reports the kit's share of each. Rates are medians \
-over --rounds; raw and kit alternate which runs first. Consume rates run from the first record \
-received to the last, so group joins are not counted. Progress goes to stderr, the table to \
-stdout.";
+Measures, on one broker in one run with one message size, the msgs/s of plain rdkafka clients \
+(the physical limit) and of the kit doing the same work, and reports the kit's share of each: \
+produce pre-encoded bytes (raw producer vs the relay's Publisher path), produce with an encode \
+per event (both call spine_events::encode), consume without decoding (raw consumer vs a \
+ConsumerRunner whose handler does nothing with the bytes) and consume with a decode per record \
+(both call spine_events::decode). Rates are medians over --rounds; raw and kit alternate which \
+runs first. Consume rates run from the first record received to the last, so group joins are \
+not counted. Progress goes to stderr, the table to stdout.";
 
 /// Throughput of the kit's producer and consumer runner against plain rdkafka clients.
 #[derive(Debug, Parser)]

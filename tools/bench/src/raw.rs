@@ -1,8 +1,12 @@
 //! The physical limit: plain rdkafka clients with nothing of the kit around them.
 //!
-//! Both are blocking (call them from `spawn_blocking`): a `ThreadedProducer` fed as fast as
-//! librdkafka's queue takes records, and a `BaseConsumer` polled in a tight loop.
+//! Both are blocking (call them from `block_in_place`): a `ThreadedProducer` fed as fast as
+//! librdkafka's queue takes records, and a `BaseConsumer` polled in a tight loop. Each does
+//! the same work as the kit path it is compared with: the producer sends stored bytes, or
+//! encodes each event with `spine_events::encode` first; the consumer touches each value, or
+//! decodes it with `spine_events::decode`.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,9 +16,12 @@ use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
+use spine_events::Event as _;
+use spine_events::orders::OrderPlaced;
+use spine_kit::kafka::OutgoingRecord;
 
 use crate::report::Measurement;
 
@@ -62,24 +69,87 @@ impl RawProducer {
         })
     }
 
-    /// Sends one record per key to `topic`, all with the same value and headers, and waits for
-    /// the last acknowledgement. Fails if any record was not acknowledged within `timeout`.
-    pub fn produce(
+    /// Sends every stored record (key, value and headers as the outbox holds them) to `topic`
+    /// and waits for the last acknowledgement: the "pre-encoded bytes" work. Fails if any
+    /// record was not acknowledged within `timeout`.
+    pub fn produce_stored(
         &self,
         topic: &str,
-        keys: &[Vec<u8>],
-        payload: &[u8],
-        headers: &OwnedHeaders,
+        records: &[OutgoingRecord],
         timeout: Duration,
+    ) -> anyhow::Result<Measurement> {
+        self.produce_with(topic, records.len(), timeout, |i| {
+            let record = &records[i];
+            let headers = record.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(record.headers.iter().count()),
+                |acc, (key, value)| {
+                    acc.insert(Header {
+                        key,
+                        value: Some(value),
+                    })
+                },
+            );
+            Ok((
+                Cow::Borrowed(record.key.as_deref().unwrap_or_default()),
+                Cow::Borrowed(record.payload.as_slice()),
+                headers,
+            ))
+        })
+    }
+
+    /// Encodes every event with `spine_events::encode` and sends it keyed by its order id, with
+    /// an `event-id` header of its own and the `fixed` headers (type, version, content type,
+    /// trace context: the same names and sizes as the kit's), then waits for the last
+    /// acknowledgement: the "encode per event" work.
+    pub fn produce_encoding(
+        &self,
+        topic: &str,
+        events: &[OrderPlaced],
+        fixed: &[(String, Vec<u8>)],
+        timeout: Duration,
+    ) -> anyhow::Result<Measurement> {
+        self.produce_with(topic, events.len(), timeout, |i| {
+            let event = &events[i];
+            let payload = spine_events::encode(event).context("raw encode")?;
+            let event_id = event.event_id().to_string();
+            let headers = fixed.iter().fold(
+                OwnedHeaders::new_with_capacity(fixed.len() + 1).insert(Header {
+                    key: spine_kit::kafka::headers::EVENT_ID,
+                    value: Some(event_id.as_bytes()),
+                }),
+                |acc, (key, value)| {
+                    acc.insert(Header {
+                        key,
+                        value: Some(value),
+                    })
+                },
+            );
+            Ok((
+                Cow::Owned(event.aggregate_id().to_string().into_bytes()),
+                Cow::Owned(payload),
+                headers,
+            ))
+        })
+    }
+
+    /// Sends `count` records made by `record(i)` (key, value, headers), as fast as librdkafka's
+    /// queue takes them, and measures from the first `record` call to the last acknowledgement.
+    fn produce_with<'a>(
+        &self,
+        topic: &str,
+        count: usize,
+        timeout: Duration,
+        mut record: impl FnMut(usize) -> anyhow::Result<(Cow<'a, [u8]>, Cow<'a, [u8]>, OwnedHeaders)>,
     ) -> anyhow::Result<Measurement> {
         let acks = self.producer.context();
         let before = acks.delivered.load(Ordering::Relaxed);
         let started = Instant::now();
-        for key in keys {
+        for i in 0..count {
+            let (key, payload, headers) = record(i)?;
             let mut record = BaseRecord::to(topic)
-                .key(key.as_slice())
-                .payload(payload)
-                .headers(headers.clone());
+                .key(key.as_ref())
+                .payload(payload.as_ref())
+                .headers(headers);
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,
@@ -103,21 +173,23 @@ impl RawProducer {
         // `flush` returns once the queue is empty; the last report may still be on its way to
         // the callback.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while acks.delivered.load(Ordering::Relaxed) - before < keys.len() as u64 {
+        while acks.delivered.load(Ordering::Relaxed) - before < count as u64 {
             if Instant::now() > deadline {
                 bail!("raw produce: delivery reports missing after flush");
             }
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(Measurement {
-            records: keys.len() as u64,
+            records: count as u64,
             elapsed,
         })
     }
 }
 
-/// Reads `records` records of `topic` as a fresh consumer group from the earliest offset,
-/// touching each value, and measures from the first record received to the last.
+/// Reads `records` records of `topic` as a fresh consumer group from the earliest offset and
+/// measures from the first record received to the last. With `decode`, each value is decoded
+/// as `OrderPlaced` with `spine_events::decode` (the work of the kit's decoding handler);
+/// without, only its length is read (the work of the kit's no-op handler).
 ///
 /// The group join (seconds on tansu) is outside the interval, as it is for the kit's runner.
 pub fn consume(
@@ -125,6 +197,7 @@ pub fn consume(
     topic: &str,
     group: &str,
     records: u64,
+    decode: bool,
     timeout: Duration,
 ) -> anyhow::Result<Measurement> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -145,7 +218,14 @@ pub fn consume(
     while count < records {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
-                bytes += message.payload_len();
+                if decode {
+                    let order =
+                        spine_events::decode::<OrderPlaced>(message.payload().unwrap_or_default())
+                            .context("raw decode")?;
+                    std::hint::black_box(&order);
+                } else {
+                    bytes += message.payload_len();
+                }
                 count += 1;
                 if first.is_none() {
                     first = Some(Instant::now());

@@ -45,136 +45,187 @@ pub fn share(part: f64, whole: f64) -> f64 {
     if whole > 0.0 { part / whole } else { 0.0 }
 }
 
-/// The four paths measured.
+/// The work both sides do per record; each is measured raw and through the kit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
-    /// A plain rdkafka producer.
-    RawProduce,
-    /// The kit's `Publisher`, relay style.
-    KitProduce,
-    /// A plain rdkafka consumer.
-    RawConsume,
-    /// The kit's `ConsumerRunner` with a decoding no-op handler.
-    KitConsume,
+pub enum Work {
+    /// Produce records whose value and headers are already encoded (the outbox relay's case).
+    ProduceBytes,
+    /// Encode each event with `spine_events::encode`, then produce it.
+    ProduceEncode,
+    /// Consume records and read only each value's length.
+    ConsumeNoDecode,
+    /// Consume records and decode each value with `spine_events::decode`.
+    ConsumeDecode,
 }
 
-impl Path {
-    /// All paths, in table order.
-    pub const ALL: [Path; 4] = [
-        Path::RawProduce,
-        Path::KitProduce,
-        Path::RawConsume,
-        Path::KitConsume,
+impl Work {
+    /// All kinds of work, in table order.
+    pub const ALL: [Work; 4] = [
+        Work::ProduceBytes,
+        Work::ProduceEncode,
+        Work::ConsumeNoDecode,
+        Work::ConsumeDecode,
     ];
 
-    /// The table's row label.
+    /// Whether this is a producing work.
+    pub fn produces(self) -> bool {
+        matches!(self, Work::ProduceBytes | Work::ProduceEncode)
+    }
+
+    /// The table's row label (without the side).
     pub fn label(self) -> &'static str {
         match self {
-            Path::RawProduce => "raw produce",
-            Path::KitProduce => "kit produce",
-            Path::RawConsume => "raw consume",
-            Path::KitConsume => "kit consume",
+            Work::ProduceBytes => "produce, pre-encoded",
+            Work::ProduceEncode => "produce, encode each",
+            Work::ConsumeNoDecode => "consume, no decode",
+            Work::ConsumeDecode => "consume, decode",
+        }
+    }
+
+    /// What both sides do, as the report states it.
+    pub fn description(self) -> &'static str {
+        match self {
+            Work::ProduceBytes => {
+                "both send stored bytes (value and headers encoded before timing); kit: the relay's per-row span, context injection and Publisher::send"
+            }
+            Work::ProduceEncode => {
+                "both encode each event with spine_events::encode inside the interval; kit: OutgoingRecord::from_event, then the relay's per-row work"
+            }
+            Work::ConsumeNoDecode => {
+                "both only read each value's length; kit: ConsumerRunner with a handler that does nothing with the bytes"
+            }
+            Work::ConsumeDecode => {
+                "both decode each value as OrderPlaced with spine_events::decode; kit: ConsumerRunner with a decoding handler"
+            }
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which client does the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A plain rdkafka client (the physical limit).
+    Raw,
+    /// The kit (`Publisher` relay style, or `ConsumerRunner`).
+    Kit,
+}
+
+impl Side {
+    fn label(self) -> &'static str {
+        match self {
+            Side::Raw => "raw",
+            Side::Kit => "kit",
         }
     }
 }
 
-/// Rates in msgs/s per round, for each path.
+/// Rates in msgs/s per round, for each work and side.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rounds {
-    /// Plain producer, one rate per round.
-    pub raw_produce: Vec<f64>,
-    /// Kit producer, one rate per round.
-    pub kit_produce: Vec<f64>,
-    /// Plain consumer, one rate per round.
-    pub raw_consume: Vec<f64>,
-    /// Kit consumer runner, one rate per round.
-    pub kit_consume: Vec<f64>,
+    rates: [[Vec<f64>; 2]; 4],
 }
 
 impl Rounds {
-    /// The rates of one path.
-    pub fn of(&self, path: Path) -> &[f64] {
-        match path {
-            Path::RawProduce => &self.raw_produce,
-            Path::KitProduce => &self.kit_produce,
-            Path::RawConsume => &self.raw_consume,
-            Path::KitConsume => &self.kit_consume,
-        }
+    /// The rates of one work on one side.
+    pub fn of(&self, work: Work, side: Side) -> &[f64] {
+        &self.rates[work.index()][side as usize]
     }
 
-    /// Adds a round's rate to a path.
-    pub fn push(&mut self, path: Path, rate: f64) {
-        match path {
-            Path::RawProduce => self.raw_produce.push(rate),
-            Path::KitProduce => self.kit_produce.push(rate),
-            Path::RawConsume => self.raw_consume.push(rate),
-            Path::KitConsume => self.kit_consume.push(rate),
-        }
+    /// Adds a round's rate.
+    pub fn push(&mut self, work: Work, side: Side, rate: f64) {
+        self.rates[work.index()][side as usize].push(rate);
     }
 
-    /// The median rate of a path (0 with no rounds).
-    pub fn median(&self, path: Path) -> f64 {
-        median(self.of(path)).unwrap_or(0.0)
+    /// The median rate of a work on a side (0 with no rounds).
+    pub fn median(&self, work: Work, side: Side) -> f64 {
+        median(self.of(work, side)).unwrap_or(0.0)
     }
 }
 
-/// The result, as written by `--json`: medians over rounds; a share is the kit's median over
-/// the raw median (1.0 = the kit keeps all of it).
+/// One like-for-like comparison: medians over rounds; the share is the kit's median over the
+/// raw median (1.0 = the kit keeps all of it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pair {
+    /// What both sides do per record.
+    pub work: &'static str,
+    /// Median msgs/s of the plain client.
+    pub raw_per_s: f64,
+    /// Median msgs/s of the kit.
+    pub kit_per_s: f64,
+    /// `kit_per_s / raw_per_s` (0 when nothing was measured).
+    pub kit_share: f64,
+}
+
+impl Pair {
+    fn new(rounds: &Rounds, work: Work) -> Self {
+        let raw = rounds.median(work, Side::Raw);
+        let kit = rounds.median(work, Side::Kit);
+        Self {
+            work: work.description(),
+            raw_per_s: raw,
+            kit_per_s: kit,
+            kit_share: share(kit, raw),
+        }
+    }
+}
+
+/// The result, as written by `--json`: one [`Pair`] per kind of work.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     /// Key, value and header bytes of one record.
     pub message_bytes: usize,
     /// Records per measurement.
     pub records: u64,
-    /// Median msgs/s of the plain producer.
-    pub raw_produce_per_s: f64,
-    /// Median msgs/s of the kit's producer.
-    pub kit_produce_per_s: f64,
-    /// `kit_produce_per_s / raw_produce_per_s`.
-    pub kit_produce_share: f64,
-    /// Median msgs/s of the plain consumer.
-    pub raw_consume_per_s: f64,
-    /// Median msgs/s of the kit's consumer runner.
-    pub kit_consume_per_s: f64,
-    /// `kit_consume_per_s / raw_consume_per_s`.
-    pub kit_consume_share: f64,
+    /// Producing stored (pre-encoded) records.
+    pub produce_bytes: Pair,
+    /// Producing with an encode per event.
+    pub produce_encode: Pair,
+    /// Consuming without decoding.
+    pub consume_no_decode: Pair,
+    /// Consuming with a decode per record.
+    pub consume_decode: Pair,
 }
 
 impl Report {
     /// Medians and shares of `rounds`.
     pub fn new(message_bytes: usize, records: u64, rounds: &Rounds) -> Self {
-        let raw_produce = rounds.median(Path::RawProduce);
-        let kit_produce = rounds.median(Path::KitProduce);
-        let raw_consume = rounds.median(Path::RawConsume);
-        let kit_consume = rounds.median(Path::KitConsume);
         Self {
             message_bytes,
             records,
-            raw_produce_per_s: raw_produce,
-            kit_produce_per_s: kit_produce,
-            kit_produce_share: share(kit_produce, raw_produce),
-            raw_consume_per_s: raw_consume,
-            kit_consume_per_s: kit_consume,
-            kit_consume_share: share(kit_consume, raw_consume),
+            produce_bytes: Pair::new(rounds, Work::ProduceBytes),
+            produce_encode: Pair::new(rounds, Work::ProduceEncode),
+            consume_no_decode: Pair::new(rounds, Work::ConsumeNoDecode),
+            consume_decode: Pair::new(rounds, Work::ConsumeDecode),
         }
     }
 
-    /// The share column of a path's row: empty for the raw paths.
-    fn share_of(&self, path: Path) -> Option<f64> {
-        match path {
-            Path::KitProduce => Some(self.kit_produce_share),
-            Path::KitConsume => Some(self.kit_consume_share),
-            Path::RawProduce | Path::RawConsume => None,
+    /// The comparison of one kind of work.
+    pub fn pair(&self, work: Work) -> &Pair {
+        match work {
+            Work::ProduceBytes => &self.produce_bytes,
+            Work::ProduceEncode => &self.produce_encode,
+            Work::ConsumeNoDecode => &self.consume_no_decode,
+            Work::ConsumeDecode => &self.consume_decode,
         }
     }
 }
 
-/// The table printed on stdout: a header line, then one row per path with each round's rate,
-/// the median and the kit's share of the raw median.
+/// The table printed on stdout: a header line, then two rows (raw, kit) per kind of work with
+/// each round's rate, the median and, on the kit's row, its share of the raw median; then what
+/// each kind of work is.
 pub fn table(report: &Report, rounds: &Rounds, size: &MessageSize, context: &str) -> String {
-    let count = Path::ALL
+    let count = Work::ALL
         .iter()
-        .map(|p| rounds.of(*p).len())
+        .flat_map(|w| {
+            [
+                rounds.of(*w, Side::Raw).len(),
+                rounds.of(*w, Side::Kit).len(),
+            ]
+        })
         .max()
         .unwrap_or(0);
     let mut out = String::new();
@@ -189,40 +240,45 @@ pub fn table(report: &Report, rounds: &Rounds, size: &MessageSize, context: &str
         size.header_count,
         size.headers,
     );
-    let _ = write!(out, "{:<12}", "msgs/s");
+    let _ = write!(out, "{:<26}", "msgs/s");
     for round in 1..=count {
         let _ = write!(out, " {:>10}", format!("round {round}"));
     }
-    let _ = writeln!(out, " {:>10} {:>8}", "median", "share");
-    for path in Path::ALL {
-        let _ = write!(out, "{:<12}", path.label());
-        let rates = rounds.of(path);
-        for round in 0..count {
-            match rates.get(round) {
-                Some(rate) => {
-                    let _ = write!(out, " {rate:>10.0}");
+    let _ = writeln!(out, " {:>10} {:>8}", "median", "kit/raw");
+    for work in Work::ALL {
+        for side in [Side::Raw, Side::Kit] {
+            let _ = write!(out, "{:<26}", format!("{} {}", side.label(), work.label()));
+            let rates = rounds.of(work, side);
+            for round in 0..count {
+                match rates.get(round) {
+                    Some(rate) => {
+                        let _ = write!(out, " {rate:>10.0}");
+                    }
+                    None => {
+                        let _ = write!(out, " {:>10}", "-");
+                    }
+                }
+            }
+            match median(rates) {
+                Some(median) => {
+                    let _ = write!(out, " {median:>10.0}");
                 }
                 None => {
                     let _ = write!(out, " {:>10}", "-");
                 }
             }
-        }
-        match median(rates) {
-            Some(median) => {
-                let _ = write!(out, " {median:>10.0}");
-            }
-            None => {
-                let _ = write!(out, " {:>10}", "-");
-            }
-        }
-        match report.share_of(path) {
-            Some(share) => {
-                let _ = writeln!(out, " {:>7.1}%", share * 100.0);
-            }
-            None => {
-                let _ = writeln!(out, " {:>8}", "");
+            match side {
+                Side::Kit if !rates.is_empty() => {
+                    let _ = writeln!(out, " {:>7.1}%", report.pair(work).kit_share * 100.0);
+                }
+                _ => {
+                    let _ = writeln!(out);
+                }
             }
         }
+    }
+    for work in Work::ALL {
+        let _ = writeln!(out, "{}: {}", work.label(), work.description());
     }
     out
 }
@@ -254,26 +310,44 @@ mod tests {
     }
 
     fn rounds() -> Rounds {
-        Rounds {
-            raw_produce: vec![100.0, 300.0, 200.0],
-            kit_produce: vec![50.0, 150.0, 100.0],
-            raw_consume: vec![400.0, 400.0, 400.0],
-            kit_consume: vec![100.0, 300.0, 200.0],
+        let mut rounds = Rounds::default();
+        for (work, raw, kit) in [
+            (
+                Work::ProduceBytes,
+                [100.0, 300.0, 200.0],
+                [50.0, 150.0, 100.0],
+            ),
+            (Work::ProduceEncode, [80.0, 80.0, 80.0], [20.0, 20.0, 20.0]),
+            (
+                Work::ConsumeNoDecode,
+                [400.0, 400.0, 400.0],
+                [100.0, 300.0, 200.0],
+            ),
+            (Work::ConsumeDecode, [90.0, 90.0, 90.0], [45.0, 45.0, 45.0]),
+        ] {
+            for (r, k) in raw.into_iter().zip(kit) {
+                rounds.push(work, Side::Raw, r);
+                rounds.push(work, Side::Kit, k);
+            }
         }
+        rounds
     }
 
     #[test]
-    fn the_report_has_medians_and_shares_of_medians() {
+    fn the_report_has_medians_and_shares_of_medians_per_kind_of_work() {
         let report = Report::new(300, 1000, &rounds());
-        assert_eq!(report.raw_produce_per_s, 200.0);
-        assert_eq!(report.kit_produce_per_s, 100.0);
-        assert_eq!(report.kit_produce_share, 0.5);
-        assert_eq!(report.kit_consume_share, 0.5);
-        assert_eq!(Report::new(1, 1, &Rounds::default()).kit_produce_share, 0.0);
+        assert_eq!(report.produce_bytes.raw_per_s, 200.0);
+        assert_eq!(report.produce_bytes.kit_per_s, 100.0);
+        assert_eq!(report.produce_bytes.kit_share, 0.5);
+        assert_eq!(report.produce_encode.kit_share, 0.25);
+        assert_eq!(report.consume_no_decode.kit_share, 0.5);
+        assert_eq!(report.consume_decode.kit_share, 0.5);
+        let empty = Report::new(1, 1, &Rounds::default());
+        assert_eq!(empty.produce_bytes.kit_share, 0.0);
     }
 
     #[test]
-    fn the_json_report_has_exactly_the_documented_fields() {
+    fn the_json_report_names_each_pair_and_what_both_sides_do() {
         let json = serde_json::to_value(Report::new(300, 1000, &rounds())).unwrap();
         let object = json.as_object().unwrap();
         let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
@@ -281,23 +355,32 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "kit_consume_per_s",
-                "kit_consume_share",
-                "kit_produce_per_s",
-                "kit_produce_share",
+                "consume_decode",
+                "consume_no_decode",
                 "message_bytes",
-                "raw_consume_per_s",
-                "raw_produce_per_s",
+                "produce_bytes",
+                "produce_encode",
                 "records"
             ]
         );
         assert_eq!(json["message_bytes"], 300);
         assert_eq!(json["records"], 1000);
-        assert_eq!(json["kit_produce_share"], 0.5);
+        assert_eq!(json["produce_bytes"]["kit_share"], 0.5);
+        assert_eq!(json["consume_decode"]["raw_per_s"], 90.0);
+        assert!(
+            json["consume_decode"]["work"]
+                .as_str()
+                .unwrap()
+                .contains("both decode")
+        );
+        let pair = json["produce_encode"].as_object().unwrap();
+        let mut fields: Vec<&str> = pair.keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["kit_per_s", "kit_share", "raw_per_s", "work"]);
     }
 
     #[test]
-    fn the_table_has_a_row_per_path_with_rounds_median_and_share() {
+    fn the_table_has_a_raw_and_a_kit_row_per_kind_of_work() {
         let size = MessageSize {
             key: 36,
             value: 200,
@@ -307,10 +390,39 @@ mod tests {
         let report = Report::new(size.total(), 1000, &rounds());
         let table = table(&report, &rounds(), &size, "test");
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 6, "{table}");
+        assert_eq!(lines.len(), 2 + 8 + 4, "{table}");
         assert!(lines[0].contains("message 300 bytes"), "{table}");
         assert!(lines[1].contains("round 3") && lines[1].contains("median"));
-        assert!(lines[3].starts_with("kit produce") && lines[3].ends_with("50.0%"));
-        assert!(lines[4].starts_with("raw consume") && lines[4].trim_end().ends_with("400"));
+        assert!(lines[2].starts_with("raw produce, pre-encoded"), "{table}");
+        assert!(lines[3].starts_with("kit produce, pre-encoded") && lines[3].ends_with("50.0%"));
+        assert!(lines[5].starts_with("kit produce, encode each") && lines[5].ends_with("25.0%"));
+        assert!(
+            lines[6].starts_with("raw consume, no decode") && lines[6].trim_end().ends_with("400")
+        );
+        assert!(lines[9].starts_with("kit consume, decode"), "{table}");
+        assert!(
+            lines[13].starts_with("consume, decode: both decode"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_work_without_rounds_leaves_its_kit_share_blank() {
+        let mut rounds = Rounds::default();
+        rounds.push(Work::ProduceBytes, Side::Raw, 10.0);
+        rounds.push(Work::ProduceBytes, Side::Kit, 5.0);
+        let size = MessageSize {
+            key: 1,
+            value: 1,
+            headers: 0,
+            header_count: 0,
+        };
+        let report = Report::new(size.total(), 10, &rounds);
+        let table = table(&report, &rounds, &size, "test");
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("kit consume, decode"))
+            .unwrap();
+        assert!(!line.contains('%'), "{table}");
     }
 }
