@@ -262,6 +262,11 @@ pub struct ConsumerSettings {
     /// retry). Above this the runner pauses its partitions: backpressure instead of unbounded
     /// memory.
     pub max_in_flight: usize,
+    /// Most records of one partition handed to a batch handler at once
+    /// ([`crate::kafka::consumer::BatchHandler`]): it applies them in one transaction. A
+    /// batch is whatever is waiting when the previous batch of the partition ends, so under
+    /// light load a batch is one record and adds no latency. Per-record handlers ignore it.
+    pub max_batch: usize,
     /// Records per second this runner (one group member) starts at most, to drain a backlog
     /// at a steady pace rather than as fast as the handlers go: load levelling for a slow or
     /// shared dependency. After an idle spell a burst of a tenth of a second's worth (at least
@@ -308,6 +313,7 @@ impl Default for ConsumerSettings {
     fn default() -> Self {
         Self {
             max_in_flight: 256,
+            max_batch: 128,
             max_rate: 0.0,
             max_poll_interval: Duration::from_secs(10),
             session_timeout: Duration::from_secs(6),

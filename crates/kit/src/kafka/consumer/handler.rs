@@ -114,4 +114,144 @@ impl From<DecodeError> for HandlerError {
 pub trait Handler: Send + Sync + 'static {
     /// Applies the record's effect. Return only once the effect is durable.
     fn handle(&self, record: &Record) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Whether the runner should hand this handler batches (see [`BatchHandler`]). Only
+    /// [`Batched`] says yes.
+    #[doc(hidden)]
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Applies a batch, all or nothing. Called only when [`Handler::batches`] says so.
+    #[doc(hidden)]
+    fn handle_batch(
+        &self,
+        batch: &Batch<'_>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            for record in batch.iter() {
+                self.handle(record.record()).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A handler that applies the records of one partition in batches: one transaction, one
+/// multi-row inbox claim ([`crate::inbox::Inbox::begin_batch`]), one offset store per batch,
+/// for handlers whose cost is a database write. Run it as `Batched::new(handler)`.
+///
+/// **The contract: all or nothing.** `handle_batch` returns `Ok` only once every record's
+/// effect is durable, and on an error leaves none of them applied (roll the transaction back,
+/// which dropping it does). The runner then classifies the error:
+/// - `Unavailable`: the whole batch is retried, without limit, as a per-record outage is;
+/// - `Poison` or `Retryable`: the batch is split and each record runs alone (a batch of one),
+///   in offset order, with the per-record retries and dead letter, so a bad record goes to
+///   the DLQ alone and the rest of its batch is applied once;
+/// - `Fatal` (or a panic): the runner stops without storing the batch's offsets.
+///
+/// A batch holds records of one partition in offset order, so records of one key are in it
+/// in order: apply them in the order given. Batches of one partition never overlap; batches
+/// of different partitions run concurrently. Each record has its own `process` span: run its
+/// part of the work inside it ([`BatchRecord::span`]) so that what it writes (an outbox row)
+/// joins the record's trace.
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Applies every record of `batch` in one transaction (see the trait's contract).
+    fn handle_batch(
+        &self,
+        batch: &Batch<'_>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Runs a [`BatchHandler`] under the [`ConsumerRunner`](super::ConsumerRunner), batching up
+/// to `kafka.consumer.max_batch` records of a partition.
+pub struct Batched<B>(B);
+
+impl<B: BatchHandler> Batched<B> {
+    /// Wraps a batch handler for the runner.
+    pub fn new(handler: B) -> Self {
+        Self(handler)
+    }
+
+    /// The wrapped handler.
+    pub fn inner(&self) -> &B {
+        &self.0
+    }
+}
+
+impl<B: BatchHandler> Handler for Batched<B> {
+    /// A record alone: a batch of one, inside the current (the record's `process`) span.
+    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+        let items = [(record.clone(), tracing::Span::current())];
+        self.0.handle_batch(&Batch::new(&items)).await
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    fn handle_batch(
+        &self,
+        batch: &Batch<'_>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        self.0.handle_batch(batch)
+    }
+}
+
+/// Records of one partition, in offset order, each with its `process` span.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    items: &'a [(Record, tracing::Span)],
+}
+
+impl<'a> Batch<'a> {
+    /// A batch of `items`: records of one partition in offset order, with their spans.
+    pub fn new(items: &'a [(Record, tracing::Span)]) -> Self {
+        Self { items }
+    }
+
+    /// The records with their spans, in offset order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = BatchRecord<'a>> + 'a {
+        self.items
+            .iter()
+            .map(|(record, span)| BatchRecord { record, span })
+    }
+
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are none (the runner never hands over an empty batch).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// One record of a [`Batch`], with its span.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRecord<'a> {
+    record: &'a Record,
+    span: &'a tracing::Span,
+}
+
+impl<'a> BatchRecord<'a> {
+    /// The record.
+    pub fn record(&self) -> &'a Record {
+        self.record
+    }
+
+    /// Its `process` span: instrument the record's part of the work with it
+    /// (`.instrument(item.span().clone())`).
+    pub fn span(&self) -> &'a tracing::Span {
+        self.span
+    }
+}
+
+impl std::ops::Deref for BatchRecord<'_> {
+    type Target = Record;
+
+    fn deref(&self) -> &Record {
+        self.record
+    }
 }

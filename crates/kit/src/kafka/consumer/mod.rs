@@ -14,5 +14,5 @@ mod shared;
 pub mod tracker;
 
 pub use dlq::DeadLetterReason;
-pub use handler::{Handler, HandlerError, Record};
+pub use handler::{Batch, BatchHandler, BatchRecord, Batched, Handler, HandlerError, Record};
 pub use runner::{ConsumerRunner, RunnerError, dlq_topic};
