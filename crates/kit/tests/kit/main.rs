@@ -4,6 +4,7 @@
 mod support;
 
 mod backpressure;
+mod batch;
 mod delivery;
 mod dlq;
 mod faults;

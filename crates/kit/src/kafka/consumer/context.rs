@@ -41,8 +41,10 @@ impl RunnerContext {
             for done in completions {
                 match done.outcome {
                     Outcome::Handled | Outcome::DeadLettered => {
-                        if let (_, Some(offset)) = tracker.complete(&done.ticket) {
-                            store_offset(consumer, &done.ticket.partition, offset);
+                        if let (_, Some(offset)) = tracker.complete_many(&done.tickets, 0)
+                            && let Some(ticket) = done.tickets.first()
+                        {
+                            store_offset(consumer, &ticket.partition, offset);
                         }
                     }
                     Outcome::Abandoned => {}

@@ -13,11 +13,12 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::dlq::{DeadLetterReason, dead_letter};
-use super::handler::{Handler, HandlerError, Record};
+use super::handler::{Batch, Handler, HandlerError, Record};
 use super::metrics::ConsumerMetrics;
 use super::retry::backoff;
 use super::runner::RunnerError;
-use super::shared::{PartitionWork, Shared};
+use super::shared::{Done, PartitionWork, Shared};
+use super::tracker::Ticket;
 use crate::kafka::producer::Publisher;
 use crate::kafka::spans;
 use crate::settings::{ConsumerSettings, RetrySettings};
@@ -173,6 +174,171 @@ impl<H: Handler> Process<H> {
         }
     }
 
+    /// A batch's life: records of one partition, in offset order, applied by one
+    /// `handle_batch` call, all or nothing (see [`super::BatchHandler`]). An outage retries the
+    /// whole batch (stalling the group as a record's outage does); a poison or retryable error
+    /// splits it, and each record then runs alone, in order, through [`Process::run`], so that
+    /// only the bad one is dead-lettered; a fatal error or a panic stops the runner with none
+    /// of the batch stored. Returns the completions to queue, a failure before the records
+    /// handled (so the dispatcher stops before it starts what follows them); records abandoned
+    /// to a revoke or shutdown are not in them.
+    pub async fn run_batch(
+        &self,
+        tickets: Vec<Ticket>,
+        mut batch: Vec<(Record, tracing::Span)>,
+        work: &PartitionWork,
+    ) -> Vec<Done> {
+        let group = &self.shared.group;
+        let stall = &self.shared.stall;
+        let metrics = self.metrics.topic(&batch[0].0.topic);
+        loop {
+            if self.stop.is_cancelled() || work.cancel.is_cancelled() {
+                return Vec::new();
+            }
+            let Some(probe) = stall.admit(&work.cancel).await else {
+                return Vec::new();
+            };
+            let started = Instant::now();
+            let result = match self.attempt_batch(&batch, work).await {
+                Attempt::Returned(result) => result,
+                Attempt::Aborted => return Vec::new(),
+                Attempt::Panicked(message) => {
+                    let (first, span) = &batch[0];
+                    spans::record_error(span, "panic");
+                    let failure = RunnerError::Panic {
+                        topic: first.topic.clone(),
+                        partition: first.partition,
+                        offset: first.offset,
+                        message,
+                    };
+                    return vec![failed(tickets, failure)];
+                }
+            };
+            metrics
+                .handler_seconds
+                .record(started.elapsed().as_secs_f64());
+            if let Err(err) = &result {
+                metrics.error(err).increment(1);
+            }
+            if probe.is_some() && !matches!(result, Err(HandlerError::Unavailable(_))) {
+                stall.recovered(group);
+                self.shared.wake.notify_one();
+            }
+            match result {
+                Ok(()) => {
+                    metrics.handled.increment(batch.len() as u64);
+                    return vec![Done {
+                        tickets,
+                        outcome: Outcome::Handled,
+                    }];
+                }
+                Err(HandlerError::Unavailable(source)) => {
+                    let outages = stall.failed(group, &source);
+                    self.shared.wake.notify_one();
+                    let delay = backoff(&self.retry, outages);
+                    metrics.retries.increment(1);
+                    tracing::warn!(records = batch.len(), attempt = batch[0].0.attempt, ?delay,
+                        class = "unavailable", error = %format!("{source:#}"), "retrying batch");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.stop.cancelled() => return Vec::new(),
+                        () = work.cancel.cancelled() => return Vec::new(),
+                    }
+                    drop(probe);
+                    for (record, _) in &mut batch {
+                        record.attempt += 1;
+                    }
+                }
+                Err(HandlerError::Fatal(source)) => {
+                    let (first, span) = &batch[0];
+                    spans::record_error(span, "fatal");
+                    let failure = RunnerError::Fatal {
+                        topic: first.topic.clone(),
+                        partition: first.partition,
+                        offset: first.offset,
+                        source: source.context(format!("a batch of {} records", batch.len())),
+                    };
+                    return vec![failed(tickets, failure)];
+                }
+                Err(err) => {
+                    drop(probe);
+                    return self.split(tickets, batch, &err, work).await;
+                }
+            }
+        }
+    }
+
+    /// Runs a failed batch's records one at a time, in order, each through the per-record
+    /// path (its own retries and dead letter), stopping at the first record abandoned or
+    /// failed: what follows it must not run before it.
+    async fn split(
+        &self,
+        tickets: Vec<Ticket>,
+        batch: Vec<(Record, tracing::Span)>,
+        err: &HandlerError,
+        work: &PartitionWork,
+    ) -> Vec<Done> {
+        tracing::info!(records = batch.len(), class = err.kind(), error = %err,
+            "batch failed: running its records one at a time");
+        metrics::counter!("spine_consumer_batch_splits_total", "group" => self.shared.group.to_string())
+            .increment(1);
+        let mut handled = Vec::with_capacity(tickets.len());
+        let mut dones = Vec::new();
+        for (ticket, (record, span)) in tickets.into_iter().zip(batch) {
+            match self.run(record, work).instrument(span).await {
+                Outcome::Handled | Outcome::DeadLettered => handled.push(ticket),
+                Outcome::Abandoned => break,
+                Outcome::Failed(failure) => {
+                    dones.push(failed(vec![ticket], failure));
+                    break;
+                }
+            }
+        }
+        if !handled.is_empty() {
+            dones.push(Done {
+                tickets: handled,
+                outcome: Outcome::Handled,
+            });
+        }
+        dones
+    }
+
+    /// One `handle_batch` call: like [`Process::attempt`], for a batch.
+    async fn attempt_batch(
+        &self,
+        batch: &[(Record, tracing::Span)],
+        work: &PartitionWork,
+    ) -> Attempt {
+        let inject = batch
+            .iter()
+            .filter(|(record, _)| self.panics.fire(record))
+            .count()
+            > 0;
+        let call = AssertUnwindSafe(async {
+            assert!(
+                !inject,
+                "injected panic (kafka.consumer.inject_panic_every = {})",
+                self.panics.every
+            );
+            for (record, _) in batch {
+                crate::schemas::resolve(record.payload.as_deref()).await?;
+            }
+            self.handler.handle_batch(&Batch::new(batch)).await
+        })
+        .catch_unwind();
+        tokio::select! {
+            biased;
+            () = work.abort.cancelled() => Attempt::Aborted,
+            result = tokio::time::timeout(self.handler_timeout, call) => match result {
+                Err(_) => Attempt::Returned(Err(HandlerError::Unavailable(anyhow::anyhow!(
+                    "batch attempt timed out after {:?}", self.handler_timeout
+                )))),
+                Ok(Err(panic)) => Attempt::Panicked(panic_message(&*panic)),
+                Ok(Ok(result)) => Attempt::Returned(result),
+            },
+        }
+    }
+
     /// One call of the handler, bounded by `handler_timeout` (a hung dependency is an outage),
     /// with a panic caught as the record's fatal failure, and dropped if a revoke aborts it.
     async fn attempt(&self, record: &Record, work: &PartitionWork) -> Attempt {
@@ -264,6 +430,14 @@ impl<H: Handler> Process<H> {
                 }
             }
         }
+    }
+}
+
+/// A failure that stops the runner, for the records it leaves unstored.
+fn failed(tickets: Vec<Ticket>, failure: RunnerError) -> Done {
+    Done {
+        tickets,
+        outcome: Outcome::Failed(failure),
     }
 }
 

@@ -153,7 +153,13 @@ impl<H: Handler> ConsumerRunner<H> {
     /// waits up to `shutdown_timeout` for running handlers, commits synchronously and leaves
     /// the group.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
-        let shared = Shared::new(self.group.clone());
+        let max_rate = self.settings.consumer.max_rate;
+        // A batch handler gets batches unless the group is rate-limited: a pacer releases
+        // records one by one, so there it runs per record (batches of one, a partition at a
+        // time).
+        let max_batch = (self.handler.batches() && max_rate == 0.0)
+            .then(|| self.settings.consumer.max_batch.max(1));
+        let shared = Shared::new(self.group.clone(), self.handler.batches());
         let context =
             RunnerContext::new(shared.clone(), self.settings.consumer.max_poll_interval / 2);
         let consumer: StreamConsumer<RunnerContext> =
@@ -166,12 +172,12 @@ impl<H: Handler> ConsumerRunner<H> {
         for topic in &topics {
             self.metrics.topic(topic);
         }
-        let max_rate = self.settings.consumer.max_rate;
         metrics::gauge!("spine_consumer_max_rate", "group" => self.group.to_string()).set(max_rate);
         let rate_limited = metrics::counter!("spine_consumer_rate_limited_total",
             "group" => self.group.to_string());
         rate_limited.increment(0);
-        tracing::info!(group = %self.group, topics = ?self.topics, max_rate, "consumer started");
+        tracing::info!(group = %self.group, topics = ?self.topics, max_rate,
+            max_batch = max_batch.unwrap_or(1), "consumer started");
 
         let mut dispatcher = Dispatcher {
             runner: &self,
@@ -181,6 +187,7 @@ impl<H: Handler> ConsumerRunner<H> {
             failure: None,
             pacer: Pacer::new(max_rate),
             rate_limited,
+            max_batch,
         };
         dispatcher.dispatch().await;
         dispatcher.drain().await;
@@ -207,6 +214,8 @@ struct Dispatcher<'a, H> {
     pacer: Option<Pacer>,
     /// Records that could not start at once for `max_rate`.
     rate_limited: metrics::Counter,
+    /// The batch path: a partition's waiting records start together, up to this many.
+    max_batch: Option<usize>,
 }
 
 impl<H: Handler> Dispatcher<'_, H> {
@@ -318,17 +327,26 @@ impl<H: Handler> Dispatcher<'_, H> {
         }
     }
 
-    fn on_done(&mut self, Done { ticket, outcome }: Done) {
+    fn on_done(&mut self, Done { tickets, outcome }: Done) {
         match outcome {
             Outcome::Handled | Outcome::DeadLettered => {
-                let (next, store) = lock(&self.shared.tracker).complete(&ticket);
+                let Some(partition) = tickets.first().map(|t| t.partition.clone()) else {
+                    return;
+                };
+                let max_next = self.max_batch.unwrap_or(1);
+                let (next, store) = lock(&self.shared.tracker).complete_many(&tickets, max_next);
                 if let Some(offset) = store {
-                    self.store(&ticket.partition, offset);
+                    self.store(&partition, offset);
                 }
-                if let Some((ticket, record)) = next
-                    && !self.stop.is_cancelled()
-                {
-                    self.admit(ticket, record);
+                if self.stop.is_cancelled() || next.is_empty() {
+                    return;
+                }
+                if self.max_batch.is_some() {
+                    self.start_batch(next);
+                } else {
+                    for (ticket, record) in next {
+                        self.admit(ticket, record);
+                    }
                 }
             }
             Outcome::Abandoned => {}
@@ -343,6 +361,9 @@ impl<H: Handler> Dispatcher<'_, H> {
     /// A record that may start as far as its key is concerned: starts it now, or, under
     /// `max_rate` without a free slot, queues it for [`Self::start_due`].
     fn admit(&mut self, ticket: Ticket, record: Record) {
+        if self.max_batch.is_some() {
+            return self.start_batch(vec![(ticket, record)]);
+        }
         let Some(pacer) = &mut self.pacer else {
             return self.start(ticket, record);
         };
@@ -396,11 +417,41 @@ impl<H: Handler> Dispatcher<'_, H> {
                 let outcome = process.run(record, &running.work).await;
                 // Queued before `running` is dropped, so that a revoke that saw this task end
                 // also finds its completion.
-                shared.finish(Done { ticket, outcome });
+                shared.finish(Done {
+                    tickets: vec![ticket],
+                    outcome,
+                });
                 drop(running);
             }
             .instrument(span),
         );
+    }
+
+    /// Starts a batch: records of one partition, in offset order. A batch of one takes the
+    /// per-record path.
+    fn start_batch(&mut self, mut items: Vec<(Ticket, Record)>) {
+        if items.len() == 1 {
+            let (ticket, record) = items.pop().expect("one item");
+            return self.start(ticket, record);
+        }
+        let Some((first, _)) = items.first() else {
+            return;
+        };
+        let running = self.shared.begin(&first.partition);
+        let mut tickets = Vec::with_capacity(items.len());
+        let mut records = Vec::with_capacity(items.len());
+        for (ticket, record) in items {
+            let span = process_span(&self.runner.client, &self.runner.group, &record);
+            tickets.push(ticket);
+            records.push((record, span));
+        }
+        let process = self.runner.process(&self.shared, &self.stop);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let dones = process.run_batch(tickets, records, &running.work).await;
+            shared.finish_all(dones);
+            drop(running);
+        });
     }
 
     fn store(&self, partition: &Partition, next_offset: i64) {

@@ -18,10 +18,17 @@ use tokio_util::sync::CancellationToken;
 use super::process::Outcome;
 use super::tracker::{Partition, Ticket, Tracker};
 
-/// A finished record, for the dispatcher (or a revoke) to store.
+/// Finished records (one, or the records of a batch, all of one partition) with how they
+/// ended, for the dispatcher (or a revoke) to store.
 pub(super) struct Done {
-    pub ticket: Ticket,
+    pub tickets: Vec<Ticket>,
     pub outcome: Outcome,
+}
+
+impl Done {
+    fn partition(&self) -> Option<&Partition> {
+        self.tickets.first().map(|ticket| &ticket.partition)
+    }
 }
 
 /// The record tasks of one assigned partition.
@@ -71,7 +78,8 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub fn new(group: Arc<str>) -> Arc<Self> {
+    /// `by_partition`: one lane per partition (a batch handler), else one per key.
+    pub fn new(group: Arc<str>, by_partition: bool) -> Arc<Self> {
         Arc::new(Self {
             stall: Stall::new(&group),
             group,
@@ -79,7 +87,11 @@ impl Shared {
             work: Mutex::default(),
             tasks: AtomicUsize::new(0),
             idle: Condvar::new(),
-            tracker: Mutex::new(Tracker::new()),
+            tracker: Mutex::new(if by_partition {
+                Tracker::by_partition()
+            } else {
+                Tracker::new()
+            }),
             completions: Mutex::default(),
             wake: Notify::new(),
         })
@@ -103,6 +115,16 @@ impl Shared {
     /// dropped, so that a revoke that saw the task end also sees its completion.
     pub fn finish(&self, done: Done) {
         lock(&self.completions).push(done);
+        self.wake.notify_one();
+    }
+
+    /// Queues several completions at once, in order, so that the dispatcher sees all of them
+    /// in one take (a batch's failure before its handled records).
+    pub fn finish_all(&self, dones: Vec<Done>) {
+        if dones.is_empty() {
+            return;
+        }
+        lock(&self.completions).extend(dones);
         self.wake.notify_one();
     }
 
@@ -162,7 +184,7 @@ impl Shared {
         let mut completions = lock(&self.completions);
         let (mine, rest) = std::mem::take(&mut *completions)
             .into_iter()
-            .partition(|done| revoked.contains(&done.ticket.partition));
+            .partition(|done| done.partition().is_some_and(|p| revoked.contains(p)));
         *completions = rest;
         mine
     }

@@ -1,6 +1,7 @@
 //! Bookkeeping of the runner, free of I/O so that it can be tested on its own:
 //! - **lanes**: one FIFO per (partition, key), so that a key's records run one at a time, in
-//!   order, while different keys run concurrently;
+//!   order, while different keys run concurrently; or, for a batch handler, one FIFO per
+//!   partition, whose waiting records leave together as the next batch;
 //! - **offsets**: per partition, the offsets still held; the storable offset is the lowest one
 //!   still held (or one past the highest seen), so a slow record never lets its partition's
 //!   committed offset move past it;
@@ -54,12 +55,28 @@ pub struct Tracker {
     lanes: HashMap<LaneKey, VecDeque<(Ticket, Record)>>,
     held: usize,
     next_epoch: u64,
+    /// One lane per partition instead of per key (the batch path).
+    by_partition: bool,
 }
 
 impl Tracker {
-    /// An empty tracker.
+    /// An empty tracker with a lane per key.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty tracker with one lane per partition, for a batch handler: a partition's
+    /// records run one batch at a time, in offset order.
+    pub fn by_partition() -> Self {
+        Self {
+            by_partition: true,
+            ..Self::default()
+        }
+    }
+
+    fn lane_key(&self, partition: &Partition, key: &Option<Vec<u8>>) -> LaneKey {
+        let key = if self.by_partition { None } else { key.clone() };
+        (partition.clone(), key)
     }
 
     /// Records held: running, waiting behind their key, or retrying.
@@ -92,7 +109,8 @@ impl Tracker {
             key: record.key.clone(),
             offset: record.offset,
         };
-        match self.lanes.entry((partition, record.key.clone())) {
+        let lane = self.lane_key(&partition, &record.key);
+        match self.lanes.entry(lane) {
             std::collections::hash_map::Entry::Occupied(mut lane) => {
                 lane.get_mut().push_back((ticket, record));
                 None
@@ -108,29 +126,48 @@ impl Tracker {
     /// start, if any, and the offset to store (the next offset to consume) if it advanced.
     /// A stale ticket (its partition was revoked since) changes nothing.
     pub fn complete(&mut self, ticket: &Ticket) -> (Option<(Ticket, Record)>, Option<i64>) {
-        let Some(state) = self.partitions.get_mut(&ticket.partition) else {
-            return (None, None);
-        };
-        if state.epoch != ticket.epoch || !state.held.remove(&ticket.offset) {
-            return (None, None);
+        let (mut next, store) = self.complete_many(std::slice::from_ref(ticket), 1);
+        (next.pop(), store)
+    }
+
+    /// Marks the records of one lane done together (a batch, all of one partition). Returns
+    /// up to `max_next` records of the lane to start next (in offset order), and the offset to
+    /// store if it advanced. Stale tickets change nothing.
+    pub fn complete_many(
+        &mut self,
+        tickets: &[Ticket],
+        max_next: usize,
+    ) -> (Vec<(Ticket, Record)>, Option<i64>) {
+        let mut store = None;
+        let mut lane = None;
+        for ticket in tickets {
+            let Some(state) = self.partitions.get_mut(&ticket.partition) else {
+                continue;
+            };
+            if state.epoch != ticket.epoch || !state.held.remove(&ticket.offset) {
+                continue;
+            }
+            self.held -= 1;
+            let position = state.held.first().copied().unwrap_or(state.next);
+            if position > state.stored {
+                state.stored = position;
+                store = Some(position);
+            }
+            lane = Some(ticket);
         }
-        self.held -= 1;
-        let position = state.held.first().copied().unwrap_or(state.next);
-        let store = (position > state.stored).then(|| {
-            state.stored = position;
-            position
-        });
-        let lane_key = (ticket.partition.clone(), ticket.key.clone());
-        let next = match self.lanes.get_mut(&lane_key) {
-            Some(queue) => match queue.pop_front() {
-                Some(next) => Some(next),
-                None => {
-                    self.lanes.remove(&lane_key);
-                    None
-                }
-            },
-            None => None,
+        let Some(ticket) = lane else {
+            return (Vec::new(), store);
         };
+        let lane_key = self.lane_key(&ticket.partition, &ticket.key);
+        let mut next = Vec::new();
+        if let Some(queue) = self.lanes.get_mut(&lane_key) {
+            let take = max_next.min(queue.len());
+            next.extend(queue.drain(..take));
+            // The lane lives while a record of it runs: it ends when nothing follows.
+            if next.is_empty() {
+                self.lanes.remove(&lane_key);
+            }
+        }
         (next, store)
     }
 
@@ -223,5 +260,46 @@ mod tests {
             "a stale completion changes nothing"
         );
         assert_eq!(t.complete(&new).1, Some(6));
+    }
+
+    #[test]
+    fn a_partition_lane_hands_out_what_waits_as_one_batch_in_order() {
+        let mut t = Tracker::by_partition();
+        let (first, _) = t.accept(record(0, 1, "a")).unwrap();
+        assert!(
+            t.accept(record(0, 2, "b")).is_none(),
+            "the partition is busy"
+        );
+        assert!(t.accept(record(0, 3, "a")).is_none());
+        assert!(t.accept(record(0, 4, "c")).is_none());
+        let other = t.accept(record(1, 1, "a"));
+        assert!(other.is_some(), "another partition runs concurrently");
+        let (batch, store) = t.complete_many(&[first], 2);
+        let offsets: Vec<i64> = batch.iter().map(|(_, r)| r.offset).collect();
+        assert_eq!(offsets, [2, 3], "at most max_next, in offset order");
+        assert_eq!(store, Some(2));
+        let tickets: Vec<Ticket> = batch.into_iter().map(|(t, _)| t).collect();
+        let (batch, store) = t.complete_many(&tickets, 2);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(store, Some(4));
+        let (last, _) = batch.into_iter().next().unwrap();
+        let (batch, store) = t.complete_many(&[last], 2);
+        assert!(batch.is_empty());
+        assert_eq!(store, Some(5));
+        assert!(
+            t.accept(record(0, 5, "d")).is_some(),
+            "an idle partition starts its next record at once"
+        );
+    }
+
+    #[test]
+    fn a_batch_completion_after_a_revoke_changes_nothing() {
+        let mut t = Tracker::by_partition();
+        let (first, _) = t.accept(record(0, 1, "a")).unwrap();
+        assert!(t.accept(record(0, 2, "b")).is_none());
+        t.revoke(&first.partition);
+        let (next, store) = t.complete_many(&[first], 10);
+        assert!(next.is_empty() && store.is_none());
+        assert_eq!(t.held(), 0);
     }
 }
