@@ -123,6 +123,8 @@ impl Mailer for FileMailer {
 pub struct SmtpMailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     timeout: Duration,
+    /// Extra hand-overs of a mail the server deferred with a 4xx reply.
+    transient_retries: u32,
     tls: SmtpTls,
     server_name: String,
 }
@@ -180,6 +182,7 @@ impl SmtpMailer {
         Ok(Self {
             transport: builder.build(),
             timeout: settings.smtp_timeout,
+            transient_retries: settings.smtp_transient_retries,
             tls,
             server_name,
         })
@@ -310,6 +313,39 @@ impl Mailer for SmtpMailer {
         message: Message,
     ) -> BoxFuture<'a, Result<(), MailError>> {
         Box::pin(async move {
+            let mut retries = 0;
+            loop {
+                let result = self.send_once(message.clone()).await;
+                match &result {
+                    Err(MailError::Transient(err))
+                        if retries < self.transient_retries && is_deferred(err.as_ref()) =>
+                    {
+                        retries += 1;
+                        metrics::counter!("emails_deferred_retries_total").increment(1);
+                        let pause = Duration::from_millis(rand::random_range(100..=300));
+                        tracing::debug!(retries, ?pause, error = %err, "mail deferred by the server; retrying it");
+                        tokio::time::sleep(pause).await;
+                    }
+                    _ => return result,
+                }
+            }
+        })
+    }
+}
+
+/// Whether a transient failure is the server's 4xx answer to this mail (it took the
+/// connection and deferred the mail), as opposed to the server being unreachable, silent or
+/// refusing our session.
+fn is_deferred(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    err.downcast_ref::<lettre::transport::smtp::Error>()
+        .and_then(lettre::transport::smtp::Error::status)
+        .is_some_and(|code| code.severity == Severity::TransientNegativeCompletion)
+}
+
+impl SmtpMailer {
+    /// One hand-over of `message`, classified.
+    async fn send_once(&self, message: Message) -> Result<(), MailError> {
+        {
             // lettre's tokio transport bounds only the TCP connect with its timeout; a server
             // that accepts the connection and then stops answering would hold the send forever.
             match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
@@ -331,7 +367,7 @@ impl Mailer for SmtpMailer {
                     .into(),
                 )),
             }
-        })
+        }
     }
 }
 
@@ -453,5 +489,93 @@ mod tests {
         assert!(matches!(err, MailError::Transient(_)), "{err}");
         assert!(err.to_string().contains("timed out"), "{err}");
         drop(silent);
+    }
+
+    /// A minimal SMTP server on a free port that answers the end of the first `defer` mails'
+    /// data with `451` and takes the rest. Returns its port and the count of data sections
+    /// it received.
+    async fn deferring_server(defer: usize) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let datas = Arc::new(AtomicUsize::new(0));
+        let counter = datas.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 test ESMTP\r\n").await?;
+                    let mut in_data = false;
+                    while let Some(line) = lines.next_line().await? {
+                        let reply: &[u8] = if in_data {
+                            if line != "." {
+                                continue;
+                            }
+                            in_data = false;
+                            if counter.fetch_add(1, Ordering::SeqCst) < defer {
+                                b"451 4.3.0 try again later\r\n"
+                            } else {
+                                b"250 2.0.0 queued\r\n"
+                            }
+                        } else {
+                            let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                            match verb.as_str() {
+                                "EHLO" | "HELO" => b"250 test\r\n",
+                                "DATA" => {
+                                    in_data = true;
+                                    b"354 go ahead\r\n"
+                                }
+                                "QUIT" => {
+                                    write.write_all(b"221 bye\r\n").await?;
+                                    break;
+                                }
+                                _ => b"250 ok\r\n",
+                            }
+                        };
+                        write.write_all(reply).await?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                });
+            }
+        });
+        (port, datas)
+    }
+
+    #[tokio::test]
+    async fn a_mail_the_server_defers_is_handed_over_again_in_place() {
+        let (port, datas) = deferring_server(2).await;
+        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5))).unwrap();
+        let (mail, message) = a_mail();
+
+        mailer
+            .send(&mail, message)
+            .await
+            .expect("taken on the third try");
+
+        assert_eq!(datas.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_mail_deferred_past_the_retries_is_transient() {
+        let (port, datas) = deferring_server(usize::MAX).await;
+        let settings = EmailSettings {
+            smtp_transient_retries: 2,
+            ..smtp_settings(port, Duration::from_secs(5))
+        };
+        let mailer = SmtpMailer::new(&settings).unwrap();
+        let (mail, message) = a_mail();
+
+        let err = mailer.send(&mail, message).await.unwrap_err();
+
+        assert!(matches!(err, MailError::Transient(_)), "{err}");
+        assert!(err.to_string().contains("451"), "{err}");
+        assert_eq!(
+            datas.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "the first try and two retries"
+        );
     }
 }

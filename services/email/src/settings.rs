@@ -142,6 +142,13 @@ pub struct EmailSettings {
     /// Message-ID.
     #[serde(with = "humantime_serde")]
     pub smtp_timeout: Duration,
+    /// `smtp`: how many more times one mail is handed over, after 100-300 ms, when the server
+    /// answered it with a 4xx reply ("try again later": greylisting, a throttled or busy
+    /// mailbox), before the consumer treats the failure as an outage (which stalls the whole
+    /// group). A provider that defers one mail in ten must not stall every other mail; one
+    /// that defers them all still stalls the group after these few tries. Connection failures
+    /// and timeouts are not retried here: they are outages at once. 0 turns it off.
+    pub smtp_transient_retries: u32,
 }
 
 impl Default for EmailSettings {
@@ -159,6 +166,7 @@ impl Default for EmailSettings {
             smtp_username: None,
             smtp_password: None,
             smtp_timeout: Duration::from_secs(10),
+            smtp_transient_retries: 3,
         }
     }
 }
