@@ -125,8 +125,8 @@ pub struct OutboxSettings {
     /// Sends the relay keeps in flight at most (each the oldest unpublished row of its key).
     /// As each is acknowledged, the row is marked and its key's next row claimed.
     pub batch_size: u32,
-    /// How often the relay looks for rows when nothing woke it (a commit in this process or,
-    /// on PostgreSQL, a NOTIFY from another replica wakes it at once).
+    /// How often the relay looks for rows when nothing woke it (a commit in this process wakes
+    /// it at once): the longest a row committed by another replica waits for a relay.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     /// Unpublished rows beyond which the API sheds load (503 with Retry-After) instead of

@@ -90,12 +90,7 @@ impl Application {
         )
         .await?;
         let publisher = Publisher::new(kafka, "email")?;
-        let relay = Relay::new(
-            outbox,
-            publisher.clone(),
-            settings.outbox.clone(),
-            &settings.database.url,
-        );
+        let relay = Relay::new(outbox, publisher.clone(), settings.outbox.clone());
         let listener = spine_kit::http::bind(&settings.http.host, settings.http.port).await?;
         Ok(Self {
             listener,

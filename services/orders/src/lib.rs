@@ -86,12 +86,7 @@ impl Application {
         )
         .await?;
         let publisher = Publisher::new(kafka, "orders")?;
-        let relay = Relay::new(
-            outbox,
-            publisher,
-            settings.outbox.clone(),
-            &settings.database.url,
-        );
+        let relay = Relay::new(outbox, publisher, settings.outbox.clone());
         let listener = spine_kit::http::bind(&settings.http.host, settings.http.port).await?;
         // Born at 0, so that an alert on `increase()` sees the first shed request.
         metrics::counter!("orders_shed_total").increment(0);

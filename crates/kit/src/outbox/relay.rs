@@ -36,14 +36,12 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::RDKafkaErrorCode;
-use secrecy::{ExposeSecret, SecretString};
-use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::claim::{Claimed, Failure};
-use super::store::{CHANNEL, Outbox};
+use super::store::Outbox;
 use crate::db::{Backend, now_millis};
 use crate::kafka::producer::{PublishError, Publisher};
 use crate::kafka::spans;
@@ -86,8 +84,6 @@ pub struct Relay {
     outbox: Outbox,
     publisher: Publisher,
     settings: OutboxSettings,
-    /// For LISTEN on PostgreSQL: other replicas' commits wake this relay.
-    listen_url: Option<SecretString>,
 }
 
 /// The end of one send.
@@ -123,19 +119,13 @@ impl std::fmt::Display for SendError {
 }
 
 impl Relay {
-    /// A relay for `outbox`. `database_url` is used to LISTEN on PostgreSQL.
-    pub fn new(
-        outbox: Outbox,
-        publisher: Publisher,
-        settings: OutboxSettings,
-        database_url: &SecretString,
-    ) -> Self {
-        let listen_url = (outbox.backend == Backend::Postgres).then(|| database_url.clone());
+    /// A relay for `outbox`. A commit in this process ([`Outbox::committed`]) wakes it at
+    /// once; rows committed by other replicas are found within `outbox.poll_interval`.
+    pub fn new(outbox: Outbox, publisher: Publisher, settings: OutboxSettings) -> Self {
         Self {
             outbox,
             publisher,
             settings,
-            listen_url,
         }
     }
 
@@ -153,7 +143,6 @@ impl Relay {
                 Err(err) => tracing::warn!(error = %err, "cannot release old outbox claims"),
             }
         }
-        let mut listener = self.listen().await;
         let mut in_flight = FuturesUnordered::new();
         // The ids of the rows in flight, to release them if shutdown can't wait for them.
         let mut sending: HashSet<i64> = HashSet::new();
@@ -213,17 +202,6 @@ impl Relay {
                 }
             }
             let wait = db_backoff.unwrap_or(self.settings.poll_interval);
-            let notified = async {
-                match listener.as_mut() {
-                    Some(listener) => {
-                        if let Err(err) = listener.recv().await {
-                            tracing::warn!(error = %err, "outbox LISTEN failed; polling");
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 Some(sent) = in_flight.next(), if !in_flight.is_empty() => {
                     // Take every ack that is already in: one statement marks them all.
@@ -249,7 +227,6 @@ impl Relay {
                     return Ok(());
                 }
                 () = self.outbox.wake.notified() => claim_now = true,
-                () = notified => claim_now = true,
                 () = tokio::time::sleep(wait) => claim_now = true,
             }
         }
@@ -359,22 +336,6 @@ impl Relay {
             .initial_backoff
             .saturating_mul(1 << doublings)
             .min(self.settings.max_backoff)
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        let url = self.listen_url.as_ref()?;
-        let listen = async {
-            let mut listener = PgListener::connect(url.expose_secret()).await?;
-            listener.listen(CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match listen.await {
-            Ok(listener) => Some(listener),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot LISTEN for outbox commits; polling only");
-                None
-            }
-        }
     }
 }
 

@@ -64,6 +64,18 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: QUARANTINE_COLUMNS,
         postgres: QUARANTINE_COLUMNS,
     },
+    // The NOTIFY trigger of version 1 serialised commits: PostgreSQL takes a global lock to
+    // queue a notification at commit, so every transaction that wrote an outbox row (the
+    // API's and the consumers') committed one at a time. Measured with pgbench, 16 clients
+    // committing one-row inserts: 6,060-6,660 tps with the trigger, 10,030-14,190 without.
+    // A commit wakes its own process's relay in process; other replicas poll.
+    Migration {
+        version: 4,
+        name: "outbox without the NOTIFY trigger",
+        sqlite: "SELECT 1;",
+        postgres: "DROP TRIGGER IF EXISTS spine_outbox_notify ON spine_outbox;
+            DROP FUNCTION IF EXISTS spine_outbox_notify();",
+    },
 ];
 
 /// The same DDL on both backends (plain BIGINT and TEXT columns, a partial index).
@@ -74,9 +86,6 @@ const QUARANTINE_COLUMNS: &str = "
     ALTER TABLE spine_outbox ADD COLUMN last_error TEXT;
     ALTER TABLE spine_outbox ADD COLUMN quarantined_at BIGINT;
     CREATE INDEX spine_outbox_quarantined ON spine_outbox (id) WHERE quarantined_at IS NOT NULL;";
-
-/// The PostgreSQL channel the outbox trigger notifies.
-pub(super) const CHANNEL: &str = "spine_outbox";
 
 /// Unpublished rows as the relay last counted them, plus what was enqueued since. Cheap to
 /// read on every request.

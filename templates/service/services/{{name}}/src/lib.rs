@@ -92,7 +92,6 @@ impl Application {
             outbox,
             publisher.clone(),
             settings.outbox.clone(),
-            &settings.database.url,
         );
         let listener = spine_kit::http::bind(&settings.http.host, settings.http.port).await?;
         Ok(Self {
