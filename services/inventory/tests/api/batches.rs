@@ -149,7 +149,11 @@ async fn a_batch_applies_only_the_events_not_processed_before(backend: Backend) 
     .await
     .unwrap();
 
-    assert_eq!(app.available("A").await, 5, "2 for the first, 3 for the second");
+    assert_eq!(
+        app.available("A").await,
+        5,
+        "2 for the first, 3 for the second"
+    );
     assert_eq!(app.available("B").await, 9);
     assert_eq!(app.count("SELECT COUNT(*) FROM spine_inbox").await, 2);
     assert_eq!(app.count("SELECT COUNT(*) FROM reservations").await, 3);
@@ -175,7 +179,11 @@ async fn a_short_order_in_a_batch_is_undone_alone_and_the_others_reserved(backen
     .await
     .unwrap();
 
-    assert_eq!(app.available("A").await, 7, "2 for the first, 1 for the third");
+    assert_eq!(
+        app.available("A").await,
+        7,
+        "2 for the first, 1 for the third"
+    );
     assert_eq!(app.available("B").await, 9);
     assert_eq!(app.available("C").await, 1, "untouched");
     let short_rows = app
@@ -289,10 +297,10 @@ async fn a_batch_with_an_unreadable_record_is_poison_and_applies_nothing(backend
 async fn each_fact_of_a_batch_carries_its_own_records_trace(backend: Backend) {
     let app = fixture(backend).await;
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_opentelemetry::layer()
-            .with_tracer(opentelemetry::trace::TracerProvider::tracer(&provider, "test")),
-    );
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(
+            opentelemetry::trace::TracerProvider::tracer(&provider, "test"),
+        ));
     let _default = tracing::subscriber::set_default(subscriber);
     let orders = [order(&[("A", 1)]), order(&[("C", 5)]), order(&[("B", 1)])];
     let items: Vec<(Record, tracing::Span)> = orders
@@ -324,4 +332,58 @@ async fn each_fact_of_a_batch_carries_its_own_records_trace(backend: Backend) {
         );
     }
     assert_ne!(trace_ids[0], trace_ids[1], "three records, three traces");
+}
+
+/// PostgreSQL only (SQLite has one writer): a batch locks every stock row it may change in
+/// SKU order before changing any, so it never holds one SKU while waiting for another that a
+/// concurrent batch (another partition) may hold, which would deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_locks_its_stock_in_sku_order_before_changing_any() {
+    let app = fixture(Backend::Postgres).await;
+    // Another partition's batch holds A.
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT sku FROM stock WHERE sku = 'A' FOR UPDATE")
+        .fetch_all(&mut *holder)
+        .await
+        .unwrap();
+    // B first by offset, then A: taken one order after the other, B would be held while
+    // waiting for A.
+    let batch = vec![
+        record(0, &order(&[("B", 1)])),
+        record(1, &order(&[("A", 1)])),
+    ];
+
+    let (handled, b_was_free) = tokio::join!(app.handle(batch), async {
+        let waiting = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+                > 0
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !waiting().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the batch waits for A"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut probe = app.pool.begin().await.unwrap();
+        let b_was_free = sqlx::query("SELECT sku FROM stock WHERE sku = 'B' FOR UPDATE NOWAIT")
+            .fetch_all(&mut *probe)
+            .await
+            .is_ok();
+        drop(probe);
+        holder.commit().await.unwrap();
+        b_was_free
+    });
+
+    assert!(b_was_free, "the batch held B while it waited for A");
+    handled.unwrap();
+    assert_eq!(app.available("A").await, 9);
+    assert_eq!(app.available("B").await, 9);
 }
