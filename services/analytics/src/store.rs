@@ -236,6 +236,7 @@ pub fn percentiles(sorted: &[i64]) -> Percentiles {
 /// batch); the counters (facts per type, orders per minute, revenue per currency) only add up,
 /// so they are summed in memory and written at commit with one statement per table, in key
 /// order, so that concurrent batches take the counter rows in one order and never deadlock.
+#[must_use = "dropping it rolls the whole batch back: commit it"]
 pub struct Aggregation {
     tx: Transaction<'static, Any>,
     /// Facts per event type.

@@ -194,6 +194,7 @@ impl InventoryStore {
 
 /// The open transaction of a batch: every effect of its claimed events is written here, and
 /// commits (or rolls back) with their inbox rows, all or nothing.
+#[must_use = "dropping it rolls the whole batch back: commit it"]
 pub struct Effects {
     tx: Transaction<'static, Any>,
     outbox: Outbox,
