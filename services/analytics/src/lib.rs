@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use spine_kit::kafka::Publisher;
-use spine_kit::kafka::consumer::ConsumerRunner;
+use spine_kit::kafka::consumer::{Batched, ConsumerRunner};
 use spine_kit::shutdown::Supervisor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ struct AppState {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    runner: ConsumerRunner<Aggregator>,
+    runner: ConsumerRunner<Batched<Aggregator>>,
     shutdown_timeout: Duration,
 }
 
@@ -61,7 +61,12 @@ impl Application {
             .context("migrating the analytics schema")?;
         let kafka = &settings.kafka;
         let topics: Vec<&str> = topics();
-        let runner = ConsumerRunner::new(kafka, group, &topics, Aggregator::new(store.clone()))?;
+        let runner = ConsumerRunner::new(
+            kafka,
+            group,
+            &topics,
+            Batched::new(Aggregator::new(store.clone())),
+        )?;
         let mut provisioned = topics.clone();
         provisioned.push(runner.dlq_topic());
         spine_kit::kafka::provision(kafka, &provisioned).await?;

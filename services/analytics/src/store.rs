@@ -1,12 +1,13 @@
 //! The aggregates, each updated in the same transaction as the inbox row of the fact that
-//! changed it, so a redelivered fact is never counted twice.
+//! changed it, so a redelivered fact is never counted twice: one transaction per batch of facts
+//! ([`AnalyticsStore::begin_batch`], [`Aggregation`]).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use spine_kit::db::{Backend, Migration, migrate};
 use spine_kit::inbox::Inbox;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
 const SCHEMA: &str = "
     CREATE TABLE event_counts (
@@ -35,6 +36,9 @@ const SCHEMA: &str = "
         millis BIGINT NOT NULL
     );
     CREATE INDEX time_to_outcome_millis ON time_to_outcome (millis);";
+
+/// Counter rows per statement (3 bound values each at most, far below any limit).
+const COUNTER_CHUNK: usize = 300;
 
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
@@ -136,99 +140,24 @@ impl AnalyticsStore {
         &self.pool
     }
 
-    /// Applies one fact once: returns false when its event id was seen before.
-    pub async fn apply(
+    /// Starts the one transaction of a batch of facts and claims their event ids in it, with
+    /// one multi-row inbox insert. Returns the transaction and, per id (same order), whether
+    /// it was claimed: `false` for a fact seen before or repeated earlier in `event_ids`,
+    /// which must not be counted again. Apply the claimed facts in offset order through the
+    /// returned [`Aggregation`], then [`Aggregation::commit`]; dropping it instead rolls the
+    /// whole batch back, inbox rows included.
+    pub async fn begin_batch(
         &self,
-        event_id: &str,
-        event_type: &str,
-        fact: &Fact,
-    ) -> Result<bool, sqlx::Error> {
-        let Some(mut tx) = self.inbox.begin(event_id).await? else {
-            return Ok(false);
+        event_ids: &[&str],
+    ) -> Result<(Aggregation, Vec<bool>), sqlx::Error> {
+        let (tx, claimed) = self.inbox.begin_batch(event_ids).await?;
+        let aggregation = Aggregation {
+            tx,
+            events: BTreeMap::new(),
+            minutes: BTreeMap::new(),
+            revenue: BTreeMap::new(),
         };
-        sqlx::query(
-            "INSERT INTO event_counts (event_type, events) VALUES ($1, 1)
-             ON CONFLICT (event_type) DO UPDATE SET events = event_counts.events + 1",
-        )
-        .bind(event_type)
-        .execute(&mut *tx)
-        .await?;
-        match fact {
-            Fact::Placed {
-                order_id,
-                at,
-                currency,
-                total_minor,
-            } => {
-                // An outcome may have been seen first only if the topics were consumed out of
-                // order across a rebalance; keep its status then.
-                sqlx::query(
-                    "INSERT INTO order_facts (order_id, placed_at, status, currency, total_minor)
-                     VALUES ($1, $2, 'PLACED', $3, $4)
-                     ON CONFLICT (order_id) DO UPDATE SET placed_at = $2, currency = $3, total_minor = $4",
-                )
-                .bind(order_id.as_str())
-                .bind(*at)
-                .bind(currency.as_str())
-                .bind(*total_minor)
-                .execute(&mut *tx)
-                .await?;
-                let minute = at - at.rem_euclid(60_000);
-                count_order_in_minute(&mut tx, minute).await?;
-            }
-            Fact::Outcome {
-                order_id,
-                at,
-                status,
-                revenue,
-            } => {
-                let placed_at: Option<i64> =
-                    sqlx::query("SELECT placed_at FROM order_facts WHERE order_id = $1")
-                        .bind(order_id.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|r| r.try_get::<Option<i64>, _>(0))
-                        .transpose()?
-                        .flatten();
-                sqlx::query(
-                    "INSERT INTO order_facts (order_id, status) VALUES ($1, $2)
-                     ON CONFLICT (order_id) DO UPDATE SET status = $2",
-                )
-                .bind(order_id.as_str())
-                .bind(*status)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(placed_at) = placed_at {
-                    let millis = (at - placed_at).max(0);
-                    sqlx::query(
-                        "INSERT INTO time_to_outcome (order_id, outcome, millis) VALUES ($1, $2, $3)
-                         ON CONFLICT (order_id) DO NOTHING",
-                    )
-                    .bind(order_id.as_str())
-                    .bind(*status)
-                    .bind(millis)
-                    .execute(&mut *tx)
-                    .await?;
-                    metrics::histogram!("analytics_time_to_outcome_seconds")
-                        .record(millis as f64 / 1000.0);
-                }
-                if let Some((currency, total)) = revenue {
-                    sqlx::query(
-                        "INSERT INTO revenue (currency, total_minor, orders) VALUES ($1, $2, 1)
-                         ON CONFLICT (currency) DO UPDATE
-                         SET total_minor = revenue.total_minor + $2, orders = revenue.orders + 1",
-                    )
-                    .bind(currency.as_str())
-                    .bind(*total)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            Fact::Other => {}
-        }
-        tx.commit().await?;
-        metrics::counter!("analytics_facts_total", "type" => event_type.to_owned()).increment(1);
-        Ok(true)
+        Ok((aggregation, claimed))
     }
 
     /// The aggregates, with the last `minutes` minutes of orders.
@@ -302,15 +231,159 @@ pub fn percentiles(sorted: &[i64]) -> Percentiles {
     }
 }
 
-async fn count_order_in_minute(conn: &mut AnyConnection, minute: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO orders_per_minute (minute, orders) VALUES ($1, 1)
-         ON CONFLICT (minute) DO UPDATE SET orders = orders_per_minute.orders + 1",
-    )
-    .bind(minute)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// The open transaction of a batch of facts. The rows of each order are written as its facts
+/// are applied, in order (an outcome reads the placement before it, possibly from the same
+/// batch); the counters (facts per type, orders per minute, revenue per currency) only add up,
+/// so they are summed in memory and written at commit with one statement per table, in key
+/// order, so that concurrent batches take the counter rows in one order and never deadlock.
+#[must_use = "dropping it rolls the whole batch back: commit it"]
+pub struct Aggregation {
+    tx: Transaction<'static, Any>,
+    /// Facts per event type.
+    events: BTreeMap<String, i64>,
+    /// Orders placed per minute.
+    minutes: BTreeMap<i64, i64>,
+    /// Confirmed revenue per currency: (total in minor units, orders).
+    revenue: BTreeMap<String, (i64, i64)>,
+}
+
+impl Aggregation {
+    /// Applies one claimed fact of type `event_type`. Returns the time from the order's
+    /// placement to this outcome, in milliseconds, when the fact is an outcome of an order
+    /// whose placement was seen.
+    pub async fn apply(
+        &mut self,
+        event_type: &str,
+        fact: &Fact,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        *self.events.entry(event_type.to_owned()).or_default() += 1;
+        match fact {
+            Fact::Placed {
+                order_id,
+                at,
+                currency,
+                total_minor,
+            } => {
+                // An outcome may have been seen first only if the topics were consumed out of
+                // order across a rebalance; keep its status then.
+                sqlx::query(
+                    "INSERT INTO order_facts (order_id, placed_at, status, currency, total_minor)
+                     VALUES ($1, $2, 'PLACED', $3, $4)
+                     ON CONFLICT (order_id) DO UPDATE SET placed_at = $2, currency = $3, total_minor = $4",
+                )
+                .bind(order_id.as_str())
+                .bind(*at)
+                .bind(currency.as_str())
+                .bind(*total_minor)
+                .execute(&mut *self.tx)
+                .await?;
+                let minute = at - at.rem_euclid(60_000);
+                *self.minutes.entry(minute).or_default() += 1;
+                Ok(None)
+            }
+            Fact::Outcome {
+                order_id,
+                at,
+                status,
+                revenue,
+            } => {
+                let placed_at: Option<i64> =
+                    sqlx::query("SELECT placed_at FROM order_facts WHERE order_id = $1")
+                        .bind(order_id.as_str())
+                        .fetch_optional(&mut *self.tx)
+                        .await?
+                        .map(|r| r.try_get::<Option<i64>, _>(0))
+                        .transpose()?
+                        .flatten();
+                sqlx::query(
+                    "INSERT INTO order_facts (order_id, status) VALUES ($1, $2)
+                     ON CONFLICT (order_id) DO UPDATE SET status = $2",
+                )
+                .bind(order_id.as_str())
+                .bind(*status)
+                .execute(&mut *self.tx)
+                .await?;
+                let millis = placed_at.map(|placed_at| (at - placed_at).max(0));
+                if let Some(millis) = millis {
+                    sqlx::query(
+                        "INSERT INTO time_to_outcome (order_id, outcome, millis) VALUES ($1, $2, $3)
+                         ON CONFLICT (order_id) DO NOTHING",
+                    )
+                    .bind(order_id.as_str())
+                    .bind(*status)
+                    .bind(millis)
+                    .execute(&mut *self.tx)
+                    .await?;
+                }
+                if let Some((currency, total)) = revenue {
+                    let sum = self.revenue.entry(currency.clone()).or_default();
+                    sum.0 += total;
+                    sum.1 += 1;
+                }
+                Ok(millis)
+            }
+            Fact::Other => Ok(None),
+        }
+    }
+
+    /// Writes the summed counters and commits the batch.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let events: Vec<_> = std::mem::take(&mut self.events).into_iter().collect();
+        for chunk in events.chunks(COUNTER_CHUNK) {
+            let sql = format!(
+                "INSERT INTO event_counts (event_type, events) VALUES {}
+                 ON CONFLICT (event_type) DO UPDATE SET events = event_counts.events + excluded.events",
+                rows(chunk.len(), 2)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (event_type, n) in chunk {
+                query = query.bind(event_type.as_str()).bind(*n);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        let minutes: Vec<_> = std::mem::take(&mut self.minutes).into_iter().collect();
+        for chunk in minutes.chunks(COUNTER_CHUNK) {
+            let sql = format!(
+                "INSERT INTO orders_per_minute (minute, orders) VALUES {}
+                 ON CONFLICT (minute) DO UPDATE SET orders = orders_per_minute.orders + excluded.orders",
+                rows(chunk.len(), 2)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (minute, n) in chunk {
+                query = query.bind(*minute).bind(*n);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        let revenue: Vec<_> = std::mem::take(&mut self.revenue).into_iter().collect();
+        for chunk in revenue.chunks(COUNTER_CHUNK) {
+            let sql = format!(
+                "INSERT INTO revenue (currency, total_minor, orders) VALUES {}
+                 ON CONFLICT (currency) DO UPDATE
+                 SET total_minor = revenue.total_minor + excluded.total_minor,
+                     orders = revenue.orders + excluded.orders",
+                rows(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (currency, (total, orders)) in chunk {
+                query = query.bind(currency.as_str()).bind(*total).bind(*orders);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        self.tx.commit().await
+    }
+}
+
+/// `($1, $2), ($3, $4), …`: `count` rows of `width` placeholders.
+fn rows(count: usize, width: usize) -> String {
+    (0..count)
+        .map(|row| {
+            let values: Vec<String> = (1..=width)
+                .map(|i| format!("${}", row * width + i))
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

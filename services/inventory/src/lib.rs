@@ -23,7 +23,7 @@ use anyhow::Context;
 use spine_events::Event;
 use spine_events::inventory::StockReserved;
 use spine_kit::kafka::Publisher;
-use spine_kit::kafka::consumer::ConsumerRunner;
+use spine_kit::kafka::consumer::{Batched, ConsumerRunner};
 use spine_kit::outbox::{Outbox, Relay};
 use spine_kit::shutdown::Supervisor;
 use tokio::net::TcpListener;
@@ -50,7 +50,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     relay: Relay,
-    runner: ConsumerRunner<OrderReactions>,
+    runner: ConsumerRunner<Batched<OrderReactions>>,
     shutdown_timeout: Duration,
 }
 
@@ -83,7 +83,7 @@ impl Application {
             kafka,
             group,
             &[orders_topic],
-            OrderReactions::new(store.clone()),
+            Batched::new(OrderReactions::new(store.clone())),
         )?;
         spine_kit::kafka::provision(
             kafka,

@@ -1,15 +1,16 @@
 //! The inventory database: stock per SKU and reservations per order, written together with the
-//! inbox row of the event that caused them and the outbox row of the fact they produce.
+//! inbox rows of the events that caused them and the outbox rows of the facts they produce:
+//! one transaction per batch of events ([`InventoryStore::begin_batch`], [`Effects`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use spine_events::inventory::{ReservedLine, StockReservationFailed, StockReserved};
 use spine_events::orders::LineItem;
-use spine_kit::db::{Migration, migrate, now_millis};
+use spine_kit::db::{Backend, Migration, migrate, now_millis};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
-use sqlx::{AnyConnection, Row};
+use sqlx::{Acquire, Any, AnyConnection, AssertSqlSafe, Row, Transaction};
 use uuid::Uuid;
 
 use crate::domain::{Quantity, Sku};
@@ -41,6 +42,8 @@ const MIGRATIONS: &[Migration] = &[Migration {
 
 const RESERVED: &str = "RESERVED";
 const RELEASED: &str = "RELEASED";
+/// Values bound per locking statement (a batch holds at most a few thousand SKUs and orders).
+const LOCK_CHUNK: usize = 1000;
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -169,53 +172,121 @@ impl InventoryStore {
             .collect()
     }
 
-    /// Reserves every line of an order or none, once per event.
+    /// Starts the one transaction of a batch of orders' facts and claims their event ids in
+    /// it, with one multi-row inbox insert. Returns the transaction and, per id (same order),
+    /// whether it was claimed: `false` for an event processed before or repeated earlier in
+    /// `event_ids`, whose effect must not be applied again. Apply the claimed events' effects
+    /// in offset order through the returned [`Effects`], then [`Effects::commit`]; dropping it
+    /// instead rolls the whole batch back, inbox rows included.
+    pub async fn begin_batch(
+        &self,
+        event_ids: &[&str],
+    ) -> Result<(Effects, Vec<bool>), sqlx::Error> {
+        let (tx, claimed) = self.inbox.begin_batch(event_ids).await?;
+        let effects = Effects {
+            tx,
+            outbox: self.outbox.clone(),
+            enqueued: 0,
+        };
+        Ok((effects, claimed))
+    }
+}
+
+/// The open transaction of a batch: every effect of its claimed events is written here, and
+/// commits (or rolls back) with their inbox rows, all or nothing.
+#[must_use = "dropping it rolls the whole batch back: commit it"]
+pub struct Effects {
+    tx: Transaction<'static, Any>,
+    outbox: Outbox,
+    /// Outbox rows written, for [`Outbox::committed`] once the batch commits.
+    enqueued: i64,
+}
+
+impl Effects {
+    /// On PostgreSQL, locks the stock rows the batch may change, in SKU order, before any
+    /// effect: those of the SKUs `reserving` asks for and of the SKUs the `releasing` orders
+    /// hold. One reaction alone takes its SKUs in SKU order, but a batch takes those of its
+    /// orders one order after another, so two batches of different partitions could take two
+    /// SKUs in opposite orders and deadlock; locking the union first in one order prevents
+    /// it. SQLite has one writer at a time: nothing to do there.
+    pub async fn lock_stock(
+        &mut self,
+        reserving: BTreeSet<&str>,
+        releasing: &[Uuid],
+    ) -> Result<(), sqlx::Error> {
+        if self.outbox.backend() != Backend::Postgres {
+            return Ok(());
+        }
+        let mut skus: BTreeSet<String> = reserving.into_iter().map(str::to_owned).collect();
+        let releasing: Vec<String> = releasing.iter().map(Uuid::to_string).collect();
+        for orders in releasing.chunks(LOCK_CHUNK) {
+            let sql = format!(
+                "SELECT DISTINCT sku FROM reservations WHERE status = $1 AND order_id IN ({})",
+                placeholders(2, orders.len())
+            );
+            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(RESERVED);
+            for order in orders {
+                query = query.bind(order.as_str());
+            }
+            skus.extend(query.fetch_all(&mut *self.tx).await?);
+        }
+        let skus: Vec<String> = skus.into_iter().collect();
+        // Chunks in SKU order keep the whole locking in SKU order.
+        for chunk in skus.chunks(LOCK_CHUNK) {
+            let sql = format!(
+                "SELECT sku FROM stock WHERE sku IN ({}) ORDER BY sku FOR UPDATE",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for sku in chunk {
+                query = query.bind(sku.as_str());
+            }
+            query.fetch_all(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Reserves every line of an order or none, as the effect of a claimed OrderPlaced.
     ///
     /// Each SKU's units are summed over the order's lines, then taken with a conditional
-    /// `UPDATE … WHERE available >= n`, in SKU order (so two orders never lock rows in opposite
-    /// orders). When every SKU is taken, the inbox row, the stock, the reservation rows and the
-    /// outbox row of StockReserved commit together. When one is short (or unknown, or the line
-    /// is invalid), that transaction is rolled back and a new one writes the inbox row and
-    /// StockReservationFailed.
-    #[tracing::instrument(skip_all, fields(order.id = %order_id, event.id = event_id))]
+    /// `UPDATE … WHERE available >= n`, in SKU order. When every SKU is taken, the reservation
+    /// rows and the outbox row of StockReserved are written. When one is short (or unknown, or
+    /// the line is invalid), the stock updates of this order are undone (a savepoint, so the
+    /// batch's other effects stay) and StockReservationFailed is written instead. An order that
+    /// already holds a reservation (another OrderPlaced for it, earlier in this batch or
+    /// before) is left as it is: `Unchanged`.
+    ///
+    /// Call it inside the record's span: the outbox row carries the current trace context.
+    #[tracing::instrument(skip_all, fields(order.id = %order_id))]
     pub async fn reserve(
-        &self,
-        event_id: &str,
+        &mut self,
         order_id: Uuid,
         items: &[LineItem],
     ) -> Result<Reservation, StoreError> {
-        let Some(mut tx) = self.inbox.begin(event_id).await? else {
-            return Ok(Reservation::Unchanged);
-        };
-        if holds_reservation(&mut tx, order_id).await? {
-            // Another event for the same order already reserved: record this one, do nothing.
-            tx.commit().await?;
+        if holds_reservation(&mut self.tx, order_id).await? {
             return Ok(Reservation::Unchanged);
         }
         let wanted = units_per_sku(items);
         let now = now_millis();
-        let mut short_skus = Vec::new();
-        for (sku, units) in &wanted {
-            let taken = *units > 0
-                && sqlx::query(
-                    "UPDATE stock SET available = available - $1, updated_at = $2
-                     WHERE sku = $3 AND available >= $1",
-                )
-                .bind(*units)
-                .bind(now)
-                .bind(sku.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-            // Keep going after a shortage, so the fact names every short SKU at once.
-            if !taken {
-                short_skus.push(sku.clone());
+        let short_skus = if wanted.len() == 1 {
+            // One conditional UPDATE either takes the units or changes nothing: no partial
+            // update to undo, so no savepoint (two statements fewer per order).
+            take_stock(&mut self.tx, &wanted, now).await?
+        } else {
+            let mut attempt = self.tx.begin().await?; // a SAVEPOINT
+            let short = take_stock(&mut attempt, &wanted, now).await?;
+            if short.is_empty() {
+                attempt.commit().await?; // RELEASE SAVEPOINT
+            } else {
+                attempt.rollback().await?; // ROLLBACK TO SAVEPOINT: this order's updates only
             }
-        }
+            short
+        };
         if !short_skus.is_empty() {
-            tx.rollback().await?;
-            return self.fail(event_id, order_id, short_skus).await;
+            let fact =
+                StockReservationFailed::new(order_id, "insufficient stock", short_skus.clone());
+            self.enqueue(&OutgoingRecord::from_event(&fact)?).await?;
+            return Ok(Reservation::Failed { short_skus });
         }
         let mut lines = Vec::with_capacity(wanted.len());
         for (sku, units) in wanted {
@@ -228,7 +299,7 @@ impl InventoryStore {
             .bind(units)
             .bind(RESERVED)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *self.tx)
             .await?;
             lines.push(ReservedLine {
                 sku,
@@ -237,49 +308,29 @@ impl InventoryStore {
             });
         }
         let record = OutgoingRecord::from_event(&StockReserved::new(order_id, lines))?;
-        self.outbox.enqueue(&mut tx, &record).await?;
-        tx.commit().await?;
-        self.outbox.committed(1);
+        self.enqueue(&record).await?;
         Ok(Reservation::Reserved)
     }
 
-    async fn fail(
-        &self,
-        event_id: &str,
-        order_id: Uuid,
-        short_skus: Vec<String>,
-    ) -> Result<Reservation, StoreError> {
-        let Some(mut tx) = self.inbox.begin(event_id).await? else {
-            return Ok(Reservation::Unchanged);
-        };
-        let fact = StockReservationFailed::new(order_id, "insufficient stock", short_skus.clone());
-        self.outbox
-            .enqueue(&mut tx, &OutgoingRecord::from_event(&fact)?)
-            .await?;
-        tx.commit().await?;
-        self.outbox.committed(1);
-        Ok(Reservation::Failed { short_skus })
-    }
-
-    /// Returns an order's reserved units to stock, once: the inbox row, the stock and the
-    /// reservations (marked RELEASED) commit together, and released rows are never released
-    /// again, whatever event asks.
-    #[tracing::instrument(skip_all, fields(order.id = %order_id, event.id = event_id))]
-    pub async fn release(&self, event_id: &str, order_id: Uuid) -> Result<Release, StoreError> {
-        let Some(mut tx) = self.inbox.begin(event_id).await? else {
-            return Ok(Release::Unchanged);
-        };
+    /// Returns an order's reserved units to stock, as the effect of a claimed OrderRejected:
+    /// the stock and the reservations (marked RELEASED) change together, and released rows are
+    /// never released again, whatever event asks. `Unchanged` when the order holds nothing.
+    #[tracing::instrument(skip_all, fields(order.id = %order_id))]
+    pub async fn release(&mut self, order_id: Uuid) -> Result<Release, StoreError> {
         let held = sqlx::query(
             "SELECT sku, quantity FROM reservations WHERE order_id = $1 AND status = $2
              ORDER BY sku",
         )
         .bind(order_id.to_string())
         .bind(RESERVED)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *self.tx)
         .await?
         .iter()
         .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        if held.is_empty() {
+            return Ok(Release::Unchanged);
+        }
         let now = now_millis();
         for (sku, units) in &held {
             sqlx::query(
@@ -288,7 +339,7 @@ impl InventoryStore {
             .bind(*units)
             .bind(now)
             .bind(sku.as_str())
-            .execute(&mut *tx)
+            .execute(&mut *self.tx)
             .await?;
         }
         sqlx::query(
@@ -299,15 +350,62 @@ impl InventoryStore {
         .bind(now)
         .bind(order_id.to_string())
         .bind(RESERVED)
-        .execute(&mut *tx)
+        .execute(&mut *self.tx)
         .await?;
-        tx.commit().await?;
-        Ok(if held.is_empty() {
-            Release::Unchanged
-        } else {
-            Release::Released(held.len())
-        })
+        Ok(Release::Released(held.len()))
     }
+
+    /// Commits the batch, then tells the outbox how many rows it enqueued (waking the relay).
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        if self.enqueued > 0 {
+            self.outbox.committed(self.enqueued);
+        }
+        Ok(())
+    }
+
+    async fn enqueue(&mut self, record: &OutgoingRecord) -> Result<(), sqlx::Error> {
+        self.outbox.enqueue(&mut self.tx, record).await?;
+        self.enqueued += 1;
+        Ok(())
+    }
+}
+
+/// Takes each SKU's units with a conditional UPDATE, in SKU order; returns the SKUs that were
+/// short (unknown, not enough stock, or a non-positive total), sorted. It keeps going after a
+/// shortage, so the fact names every short SKU at once.
+async fn take_stock(
+    conn: &mut AnyConnection,
+    wanted: &BTreeMap<String, i64>,
+    now: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut short_skus = Vec::new();
+    for (sku, units) in wanted {
+        let taken = *units > 0
+            && sqlx::query(
+                "UPDATE stock SET available = available - $1, updated_at = $2
+                 WHERE sku = $3 AND available >= $1",
+            )
+            .bind(*units)
+            .bind(now)
+            .bind(sku.as_str())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1;
+        if !taken {
+            short_skus.push(sku.clone());
+        }
+    }
+    Ok(short_skus)
+}
+
+/// `$first, $first+1, …`: `count` placeholders.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Stock with the units held by live reservations. `SUM` is cast because PostgreSQL sums
