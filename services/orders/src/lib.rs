@@ -8,7 +8,8 @@
 //! - [`store`]: orders, lines and history, written with their outbox rows;
 //! - [`routes`]: the HTTP API, its errors and the health probes (readiness follows the
 //!   database, not the broker: the outbox exists to accept orders through a broker outage);
-//! - [`reactions`]: the consumer of inventory's facts;
+//! - [`reactions`]: the consumer of inventory's facts, a batch handler (one transaction per
+//!   batch of a partition's records);
 //! - [`Application`]: builds everything and runs it under one supervisor.
 
 pub mod domain;
@@ -24,7 +25,7 @@ use spine_events::Event;
 use spine_events::inventory::StockReserved;
 use spine_events::orders::OrderPlaced;
 use spine_kit::kafka::Publisher;
-use spine_kit::kafka::consumer::ConsumerRunner;
+use spine_kit::kafka::consumer::{Batched, ConsumerRunner};
 use spine_kit::outbox::{Outbox, Relay};
 use spine_kit::shutdown::Supervisor;
 use tokio::net::TcpListener;
@@ -52,7 +53,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     relay: Relay,
-    runner: ConsumerRunner<InventoryReactions>,
+    runner: ConsumerRunner<Batched<InventoryReactions>>,
     shutdown_timeout: Duration,
 }
 
@@ -78,7 +79,7 @@ impl Application {
             kafka,
             group,
             &[StockReserved::TOPIC],
-            InventoryReactions::new(store.clone()),
+            Batched::new(InventoryReactions::new(store.clone())),
         )?;
         spine_kit::kafka::provision(
             kafka,

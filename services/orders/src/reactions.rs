@@ -1,13 +1,16 @@
 //! Orders reacts to inventory's facts: StockReserved confirms an order, StockReservationFailed
-//! rejects it. Each reaction is one transaction (inbox row, status, history, outbox row).
+//! rejects it. The records of a batch (one partition's, in offset order) are applied in one
+//! transaction: their inbox rows, and per new event the status, history and outbox rows.
 
 use spine_events::Event;
 use spine_events::inventory::{StockReservationFailed, StockReserved};
-use spine_kit::kafka::consumer::{Handler, HandlerError, Record};
+use spine_kit::kafka::consumer::{Batch, BatchHandler, BatchRecord, HandlerError};
+use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::store::{Applied, OrderStore, Outcome, StoreError};
 
-/// The handler of `inventory.events`.
+/// The handler of `inventory.events`; run it as `Batched::new(reactions)`.
 pub struct InventoryReactions {
     store: OrderStore,
 }
@@ -19,37 +22,84 @@ impl InventoryReactions {
     }
 }
 
-impl Handler for InventoryReactions {
-    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
-        let payload = record.payload.as_deref().unwrap_or_default();
-        let (order_id, event_id, outcome) = match spine_events::peek(payload)?.name() {
-            StockReserved::NAME => {
-                let fact: StockReserved = record.decode()?;
-                (fact.order_id, fact.event_id, Outcome::Confirmed)
+/// One of inventory's facts about an order, decoded.
+struct Reaction<'a> {
+    item: BatchRecord<'a>,
+    event_id: String,
+    order_id: Uuid,
+    outcome: Outcome,
+}
+
+impl BatchHandler for InventoryReactions {
+    /// All or nothing (the kit's contract): every record is decoded before anything is written,
+    /// so an undecodable one fails the batch at once (poison: the runner then runs each record
+    /// alone and dead-letters that one only); the events are claimed with one inbox insert;
+    /// the new ones are applied in offset order, each inside its record's span so that its
+    /// fact carries that record's trace; one commit. A fact for an unknown order fails the
+    /// batch as poison too, with nothing committed.
+    async fn handle_batch(&self, batch: &Batch<'_>) -> Result<(), HandlerError> {
+        let mut reactions = Vec::with_capacity(batch.len());
+        for item in batch.iter() {
+            if let Some(reaction) = decode(item)? {
+                reactions.push(reaction);
             }
-            StockReservationFailed::NAME => {
-                let fact: StockReservationFailed = record.decode()?;
-                let reason = if fact.short_skus.is_empty() {
-                    fact.reason
-                } else {
-                    format!("{} (short: {})", fact.reason, fact.short_skus.join(", "))
-                };
-                (fact.order_id, fact.event_id, Outcome::Rejected(reason))
-            }
-            _ => return Ok(()), // another fact on the topic; not ours to handle
-        };
-        match self
-            .store
-            .apply(&event_id.to_string(), order_id, &outcome)
-            .await
-        {
-            Ok(Applied::Changed | Applied::Unchanged) => Ok(()),
-            Ok(Applied::UnknownOrder) => Err(HandlerError::poison(anyhow::anyhow!(
-                "order {order_id} does not exist"
-            ))),
-            Err(err) => Err(classify(err)),
         }
+        if reactions.is_empty() {
+            return Ok(()); // only other facts on the topic; not ours to handle
+        }
+        let event_ids: Vec<&str> = reactions.iter().map(|r| r.event_id.as_str()).collect();
+        let mut tx = self
+            .store
+            .begin_outcomes(&event_ids)
+            .await
+            .map_err(classify)?;
+        for (index, reaction) in reactions.iter().enumerate() {
+            if !tx.claimed(index) {
+                continue; // processed before (or repeated in this batch): nothing to do
+            }
+            let applied = tx
+                .apply(&reaction.event_id, reaction.order_id, &reaction.outcome)
+                .instrument(reaction.item.span().clone())
+                .await
+                .map_err(classify)?;
+            if applied == Applied::UnknownOrder {
+                // Dropping `tx` rolls the whole batch back.
+                return Err(HandlerError::poison(anyhow::anyhow!(
+                    "order {} does not exist",
+                    reaction.order_id
+                )));
+            }
+        }
+        tx.commit().await.map_err(classify)
     }
+}
+
+/// The record's fact, or `None` for another fact on the topic (not ours to handle). Bytes that
+/// do not decode are poison (`?` converts the DecodeError).
+fn decode(item: BatchRecord<'_>) -> Result<Option<Reaction<'_>>, HandlerError> {
+    let payload = item.payload.as_deref().unwrap_or_default();
+    let (event_id, order_id, outcome) = match spine_events::peek(payload)?.name() {
+        StockReserved::NAME => {
+            let fact: StockReserved = item.decode()?;
+            (fact.event_id, fact.order_id, Outcome::Confirmed)
+        }
+        StockReservationFailed::NAME => {
+            let fact: StockReservationFailed = item.decode()?;
+            let reason = if fact.short_skus.is_empty() {
+                fact.reason
+            } else {
+                format!("{} (short: {})", fact.reason, fact.short_skus.join(", "))
+            };
+            (fact.event_id, fact.order_id, Outcome::Rejected(reason))
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Reaction {
+        item,
+        event_id: event_id.to_string(),
+        order_id,
+        outcome,
+    }))
 }
 
 /// What the runner does with a failed reaction.

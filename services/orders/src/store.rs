@@ -7,7 +7,7 @@ use spine_kit::db::{Migration, migrate, now_millis};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
-use sqlx::{AnyConnection, Row};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 use uuid::Uuid;
 
 use crate::domain::{NewOrder, OrderStatus};
@@ -128,7 +128,7 @@ pub enum Outcome {
 pub enum Applied {
     /// The order changed status and the fact was enqueued.
     Changed,
-    /// The event was processed before (inbox hit), or the order had already left PENDING.
+    /// The order had already left PENDING; the event is recorded in the inbox all the same.
     Unchanged,
     /// No such order.
     UnknownOrder,
@@ -305,19 +305,61 @@ impl OrderStore {
         }))
     }
 
-    /// Applies inventory's outcome for an order, once per event: the inbox row, the status
-    /// change, its history row and the outbox row of OrderConfirmed or OrderRejected commit
-    /// together.
+    /// Starts the one transaction of a batch of inventory's outcomes and claims their events
+    /// in it, with one multi-row inbox insert. `event_ids` are the events' ids in offset
+    /// order; [`OutcomeBatch::claimed`] then says, per index, whether the event is new (an
+    /// event processed before, or repeated earlier in the batch, is not: skip it).
+    pub async fn begin_outcomes(&self, event_ids: &[&str]) -> Result<OutcomeBatch<'_>, StoreError> {
+        let (tx, claimed) = self.inbox.begin_batch(event_ids).await?;
+        Ok(OutcomeBatch {
+            store: self,
+            tx,
+            claimed,
+            enqueued: 0,
+        })
+    }
+
+    /// Orders per status, for the gauge.
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query("SELECT status, COUNT(*) FROM orders GROUP BY status")
+            .fetch_all(self.outbox.pool())
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+}
+
+/// The transaction of a batch of inventory's outcomes ([`OrderStore::begin_outcomes`]): its
+/// inbox rows, and per claimed event the status change, its history row and the outbox row of
+/// OrderConfirmed or OrderRejected, all committed together by [`OutcomeBatch::commit`].
+/// Dropping it uncommitted rolls everything back.
+pub struct OutcomeBatch<'a> {
+    store: &'a OrderStore,
+    tx: Transaction<'static, Any>,
+    claimed: Vec<bool>,
+    enqueued: i64,
+}
+
+impl OutcomeBatch<'_> {
+    /// Whether the `index`th event of the batch was claimed (is new): apply only those.
+    pub fn claimed(&self, index: usize) -> bool {
+        self.claimed.get(index).copied().unwrap_or(false)
+    }
+
+    /// Applies inventory's outcome for an order, in the batch's transaction. An order still
+    /// PENDING changes status and gets its history row and fact (`Changed`); one already final
+    /// is left as it is (`Unchanged`: the event's inbox row stays, so a redelivery is skipped
+    /// cheaply); an unknown order is `UnknownOrder`, and the caller must then drop the batch,
+    /// not commit it. Later outcomes of the same order see the earlier ones (one transaction).
+    /// The fact is encoded here, so it carries the trace of the span this runs in.
     #[tracing::instrument(skip_all, fields(order.id = %order_id, event.id = event_id))]
     pub async fn apply(
-        &self,
+        &mut self,
         event_id: &str,
         order_id: Uuid,
         outcome: &Outcome,
     ) -> Result<Applied, StoreError> {
-        let Some(mut tx) = self.inbox.begin(event_id).await? else {
-            return Ok(Applied::Unchanged);
-        };
         let (status, reason) = match outcome {
             Outcome::Confirmed => (OrderStatus::Confirmed, None),
             Outcome::Rejected(reason) => (OrderStatus::Rejected, Some(reason.clone())),
@@ -331,21 +373,19 @@ impl OrderStore {
         .bind(now)
         .bind(order_id.to_string())
         .bind(OrderStatus::Pending.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *self.tx)
         .await?;
         let Some(row) = row else {
             let exists = sqlx::query("SELECT 1 FROM orders WHERE id = $1")
                 .bind(order_id.to_string())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *self.tx)
                 .await?
                 .is_some();
-            if !exists {
-                tx.rollback().await?;
-                return Ok(Applied::UnknownOrder);
-            }
-            // Already final: keep the inbox row so a redelivery is skipped cheaply.
-            tx.commit().await?;
-            return Ok(Applied::Unchanged);
+            return Ok(if exists {
+                Applied::Unchanged
+            } else {
+                Applied::UnknownOrder
+            });
         };
         let email: String = row.try_get(0)?;
         let record = match &reason {
@@ -365,21 +405,20 @@ impl OrderStore {
                 reason: reason.clone(),
             })?,
         };
-        insert_transition(&mut tx, order_id, status, reason.as_deref(), now).await?;
-        self.outbox.enqueue(&mut tx, &record).await?;
-        tx.commit().await?;
-        self.outbox.committed(1);
+        insert_transition(&mut self.tx, order_id, status, reason.as_deref(), now).await?;
+        self.store.outbox.enqueue(&mut self.tx, &record).await?;
+        self.enqueued += 1;
         Ok(Applied::Changed)
     }
 
-    /// Orders per status, for the gauge.
-    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        sqlx::query("SELECT status, COUNT(*) FROM orders GROUP BY status")
-            .fetch_all(self.outbox.pool())
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+    /// Commits the batch (inbox rows, effects and facts together), then wakes the relay once
+    /// for the facts it enqueued.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        if self.enqueued > 0 {
+            self.store.outbox.committed(self.enqueued);
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod batch;
 mod contract;
 mod idempotency;
 mod outage;

@@ -11,7 +11,8 @@
 //! - [`settings`]: the service's settings;
 //! - [`events`]: the facts it publishes, typed against `schemas/{{Fact}}.v1.avsc`;
 //! - [`store`]: recorded orders, written with their inbox and outbox rows;
-//! - [`reactions`]: the consumer of orders' facts and its error classification;
+//! - [`reactions`]: the consumer of orders' facts (a batch handler) and its error
+//!   classification;
 //! - [`routes`]: the HTTP API and its errors;
 //! - [`Application`]: builds everything and runs it under one supervisor.
 
@@ -26,7 +27,7 @@ use std::time::Duration;
 use anyhow::Context;
 use spine_events::Event;
 use spine_kit::kafka::Publisher;
-use spine_kit::kafka::consumer::ConsumerRunner;
+use spine_kit::kafka::consumer::{Batched, ConsumerRunner};
 use spine_kit::outbox::{Outbox, Relay};
 use spine_kit::shutdown::Supervisor;
 use tokio::net::TcpListener;
@@ -51,7 +52,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     relay: Relay,
-    runner: ConsumerRunner<OrderReactions>,
+    runner: ConsumerRunner<Batched<OrderReactions>>,
     shutdown_timeout: Duration,
 }
 
@@ -74,11 +75,12 @@ impl Application {
             .context("migrating the {{name}} schema")?;
         let kafka = &settings.kafka;
         let orders_topic = settings.{{name}}.orders_topic.as_str();
+        // The batch path: each batch of a partition's records is one transaction.
         let runner = ConsumerRunner::new(
             kafka,
             group,
             &[orders_topic],
-            OrderReactions::new(store.clone()),
+            Batched::new(OrderReactions::new(store.clone())),
         )?;
         // What it reads, what it writes and its DLQ, created if missing
         // (`kafka.topics.create_missing`).

@@ -1,14 +1,19 @@
 //! The consumer of orders' facts: every OrderPlaced (any schema version) is recorded once and
 //! answered with {{Fact}}; the other facts on the topic are not ours and are skipped.
 //!
-//! The kit's runner calls [`Handler::handle`] at least once per record, one record of a key at
-//! a time, and stores the offset only after `handle` returns `Ok` (or the record was
-//! dead-lettered). So `handle` must be idempotent (the store's inbox makes it so) and must say
-//! what kind of failure it hit; the runner, not the handler, decides what happens next.
+//! It is a [`BatchHandler`], run as `Batched::new(reactions)`: the kit's runner hands it a
+//! partition's records in offset order, a batch at a time, at least once each, and stores the
+//! batch's offsets only after `handle_batch` returns `Ok`. So `handle_batch` must be
+//! idempotent (the store's inbox makes it so), **all or nothing** (one transaction per batch)
+//! and must say what kind of failure it hit; the runner, not the handler, decides what happens
+//! next. On `Poison` or `Retryable` it runs the batch's records again one by one (batches of
+//! one), so that a bad record is dead-lettered alone and the others are applied once; on
+//! `Unavailable` it retries the whole batch.
 
 use spine_events::Event;
 use spine_events::orders::OrderPlaced;
-use spine_kit::kafka::consumer::{Handler, HandlerError, Record};
+use spine_kit::kafka::consumer::{Batch, BatchHandler, HandlerError};
+use tracing::Instrument;
 
 use crate::store::{{{Name}}Store, Outcome, StoreError};
 
@@ -24,24 +29,57 @@ impl OrderReactions {
     }
 }
 
-impl Handler for OrderReactions {
-    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
-        let payload = record.payload.as_deref().unwrap_or_default();
-        // `peek` reads the schema fingerprint only. Bytes that are not Avro single-object
-        // encoding, or written with a schema this build does not know, fail here, and `?`
-        // turns the DecodeError into `Poison`: dead-lettered at once to `<group>.dlq`, and the
-        // consumer goes on with the next record.
-        if spine_events::peek(payload)?.name() != OrderPlaced::NAME {
-            return Ok(()); // OrderConfirmed, OrderRejected, …: not ours to handle
+impl BatchHandler for OrderReactions {
+    async fn handle_batch(&self, batch: &Batch<'_>) -> Result<(), HandlerError> {
+        // 1. Decode every record before writing anything. `peek` reads the schema fingerprint
+        // only. Bytes that are not Avro single-object encoding, or written with a schema this
+        // build does not know, fail here, and `?` turns the DecodeError into `Poison`: the
+        // runner then runs the records alone and dead-letters this one at once to
+        // `<group>.dlq`; the rest of the batch is recorded.
+        let mut orders = Vec::with_capacity(batch.len());
+        for item in batch.iter() {
+            let payload = item.payload.as_deref().unwrap_or_default();
+            if spine_events::peek(payload)?.name() != OrderPlaced::NAME {
+                continue; // OrderConfirmed, OrderRejected, …: not ours to handle
+            }
+            // Any writer version (v1, v2) resolves to the latest reader.
+            let placed: OrderPlaced = item.decode()?;
+            orders.push((item, placed));
         }
-        // Any writer version (v1, v2) resolves to the latest reader.
-        let placed: OrderPlaced = record.decode()?;
-        let outcome = self.store.record(&placed).await.map_err(classify)?;
-        let label = match outcome {
-            Outcome::Recorded => "recorded",
-            Outcome::Unchanged => "duplicate",
-        };
-        metrics::counter!("{{name}}_orders_total", "outcome" => label).increment(1);
+        if orders.is_empty() {
+            return Ok(());
+        }
+        // 2. One transaction, with every event claimed in the inbox by one insert.
+        let event_ids: Vec<String> = orders
+            .iter()
+            .map(|(_, placed)| placed.event_id.to_string())
+            .collect();
+        let event_ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
+        let mut tx = self.store.begin_batch(&event_ids).await.map_err(classify)?;
+        // 3. The new events' effects in offset order, each inside its record's `process`
+        // span, so that the fact it enqueues joins that record's trace.
+        let mut outcomes = Vec::with_capacity(orders.len());
+        for (index, (item, placed)) in orders.iter().enumerate() {
+            let outcome = if tx.claimed(index) {
+                tx.record(placed)
+                    .instrument(item.span().clone())
+                    .await
+                    .map_err(classify)?
+            } else {
+                Outcome::Unchanged // processed before (inbox hit), or repeated in this batch
+            };
+            outcomes.push(outcome);
+        }
+        // 4. One commit. An error above returned early and dropped `tx`: nothing was written.
+        tx.commit().await.map_err(classify)?;
+        // Counted once committed: a failed batch is run again, and would count twice.
+        for outcome in outcomes {
+            let label = match outcome {
+                Outcome::Recorded => "recorded",
+                Outcome::Unchanged => "duplicate",
+            };
+            metrics::counter!("{{name}}_orders_total", "outcome" => label).increment(1);
+        }
         Ok(())
     }
 }

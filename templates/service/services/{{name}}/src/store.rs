@@ -6,7 +6,7 @@ use spine_kit::db::{Migration, migrate, now_millis};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
-use sqlx::{AnyPool, Row};
+use sqlx::{Any, AnyPool, Row, Transaction};
 use uuid::Uuid;
 
 use crate::events::{{Fact}};
@@ -40,13 +40,13 @@ pub enum StoreError {
     Encode(#[from] spine_events::EncodeError),
 }
 
-/// What [`{{Name}}Store::record`] did.
+/// What [`RecordBatch::record`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The order was recorded and its fact enqueued.
     Recorded,
-    /// Nothing to do: this event was processed before (inbox hit), or another event about the
-    /// same order already recorded it.
+    /// Nothing to do: another event about the same order already recorded it (the event is
+    /// recorded in the inbox all the same).
     Unchanged,
 }
 
@@ -91,54 +91,18 @@ impl {{Name}}Store {
         self.outbox.pool()
     }
 
-    /// Records a placed order and enqueues {{Fact}}, once per event and once per order.
-    ///
-    /// The pattern every effect follows: **inbox, effect, outbox, one transaction**.
-    /// [`Inbox::begin`] opens the transaction and claims the event id in it; the effect and the
-    /// outbox row go into the same transaction; the commit makes all three durable together.
-    /// A redelivered event finds its inbox row and is skipped, and a crash before the commit
-    /// leaves nothing behind, so at-least-once delivery has exactly one effect and one fact.
-    /// The relay publishes the outbox row after the commit, so no fact ever describes a change
-    /// that was rolled back.
-    #[tracing::instrument(skip_all, fields(order.id = %placed.order_id, event.id = %placed.event_id))]
-    pub async fn record(&self, placed: &OrderPlaced) -> Result<Outcome, StoreError> {
-        let Some(mut tx) = self.inbox.begin(&placed.event_id.to_string()).await? else {
-            return Ok(Outcome::Unchanged);
-        };
-        // TODO(your domain): your effect, written to `tx` only (never to the pool, which
-        // would commit it outside the transaction).
-        let inserted = sqlx::query(
-            "INSERT INTO {{name}}_orders (order_id, customer_id, total_minor, currency, recorded_at)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(placed.order_id.to_string())
-        .bind(placed.customer_id.as_str())
-        .bind(placed.total_minor)
-        .bind(placed.currency.as_str())
-        .bind(now_millis())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            // Another event about this order got here first: keep this event's inbox row, so
-            // it is not looked at again, and publish nothing.
-            tx.commit().await?;
-            return Ok(Outcome::Unchanged);
-        }
-        let fact = {{Fact}}::new(
-            placed.order_id,
-            placed.customer_id.as_str(),
-            placed.total_minor,
-            placed.currency.as_str(),
-        );
-        self.outbox
-            .enqueue(&mut tx, &OutgoingRecord::from_event(&fact)?)
-            .await?;
-        tx.commit().await?;
-        // Wakes the relay (no waiting for its next poll) and counts the row into the backlog.
-        self.outbox.committed(1);
-        Ok(Outcome::Recorded)
+    /// Starts the one transaction of a batch of OrderPlaced and claims their events in it,
+    /// with one multi-row inbox insert. `event_ids` are the events' ids in offset order;
+    /// [`RecordBatch::claimed`] then says, per index, whether the event is new (one processed
+    /// before, or repeated earlier in the batch, is not: skip it).
+    pub async fn begin_batch(&self, event_ids: &[&str]) -> Result<RecordBatch<'_>, StoreError> {
+        let (tx, claimed) = self.inbox.begin_batch(event_ids).await?;
+        Ok(RecordBatch {
+            store: self,
+            tx,
+            claimed,
+            enqueued: 0,
+        })
     }
 
     /// One recorded order.
@@ -160,5 +124,79 @@ impl {{Name}}Store {
             })
         })
         .transpose()
+    }
+}
+
+/// The transaction of a batch of OrderPlaced ([`{{Name}}Store::begin_batch`]).
+///
+/// The pattern every effect follows: **inbox, effect, outbox, one transaction**. The inbox
+/// rows of the batch's events are claimed when it begins; each new event's effect and outbox
+/// row go into the same transaction ([`RecordBatch::record`]); [`RecordBatch::commit`] makes
+/// all of them durable together. A redelivered event finds its inbox row and is skipped, and
+/// a crash or an error before the commit leaves nothing behind (dropping the batch rolls it
+/// back), so at-least-once delivery has exactly one effect and one fact. The relay publishes
+/// the outbox rows after the commit, so no fact ever describes a change that was rolled back.
+pub struct RecordBatch<'a> {
+    store: &'a {{Name}}Store,
+    tx: Transaction<'static, Any>,
+    claimed: Vec<bool>,
+    enqueued: i64,
+}
+
+impl RecordBatch<'_> {
+    /// Whether the `index`th event of the batch was claimed (is new): record only those.
+    pub fn claimed(&self, index: usize) -> bool {
+        self.claimed.get(index).copied().unwrap_or(false)
+    }
+
+    /// Records a placed order and enqueues {{Fact}}, once per order, in the batch's
+    /// transaction. Later events of the batch see what earlier ones wrote (one transaction),
+    /// so a batch behaves as its records would one after another. The fact is encoded here,
+    /// so it carries the trace of the span this runs in (the caller's record's).
+    #[tracing::instrument(skip_all, fields(order.id = %placed.order_id, event.id = %placed.event_id))]
+    pub async fn record(&mut self, placed: &OrderPlaced) -> Result<Outcome, StoreError> {
+        // TODO(your domain): your effect, written to `self.tx` only (never to the pool, which
+        // would commit it outside the transaction).
+        let inserted = sqlx::query(
+            "INSERT INTO {{name}}_orders (order_id, customer_id, total_minor, currency, recorded_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(placed.order_id.to_string())
+        .bind(placed.customer_id.as_str())
+        .bind(placed.total_minor)
+        .bind(placed.currency.as_str())
+        .bind(now_millis())
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            // Another event about this order got here first: keep this event's inbox row, so
+            // it is not looked at again, and publish nothing.
+            return Ok(Outcome::Unchanged);
+        }
+        let fact = {{Fact}}::new(
+            placed.order_id,
+            placed.customer_id.as_str(),
+            placed.total_minor,
+            placed.currency.as_str(),
+        );
+        self.store
+            .outbox
+            .enqueue(&mut self.tx, &OutgoingRecord::from_event(&fact)?)
+            .await?;
+        self.enqueued += 1;
+        Ok(Outcome::Recorded)
+    }
+
+    /// Commits the batch: its inbox rows, effects and facts together.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        if self.enqueued > 0 {
+            // Wakes the relay once (no waiting for its next poll) and counts the rows into
+            // the backlog.
+            self.store.outbox.committed(self.enqueued);
+        }
+        Ok(())
     }
 }

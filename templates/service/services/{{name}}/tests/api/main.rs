@@ -3,6 +3,7 @@
 
 mod support;
 
+mod batch;
 mod framing;
 mod orders;
 mod poison;
