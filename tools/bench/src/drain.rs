@@ -3,7 +3,9 @@
 //! The benchmark stops the downstream consumers, has orders accept a backlog, waits until
 //! orders' outbox has published every `OrderPlaced` of it, then starts the consumers again
 //! (the *release*). This observer follows the three event topics from before the backlog:
-//! - the `OrderPlaced` records after its start are the backlog (the orders followed);
+//! - the `OrderPlaced` records after its start and before the release are the backlog (the
+//!   orders followed); orders placed after the release (a load run while the backlog drains)
+//!   are not part of it;
 //! - an order's **outcome** is its first `OrderConfirmed` or `OrderRejected`, its **email**
 //!   its first `EmailSent`; each is timed by the record's own timestamp (set when the
 //!   producing relay handed it to librdkafka), not by when this observer read it, so a slow
@@ -16,7 +18,7 @@
 //! second, and reads `--release-file` (`<release unix ms> <orders accepted>`), written by the
 //! benchmark at the moment it starts the consumers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -68,7 +70,10 @@ pub fn classify(topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Option<(Uuid
 /// The backlog and the first fact of each kind per order, by record timestamp (Unix ms).
 #[derive(Debug, Default)]
 pub struct Tally {
-    placed: HashSet<Uuid>,
+    /// The backlog: each order's `OrderPlaced` time.
+    placed: HashMap<Uuid, i64>,
+    /// The release (Unix ms), once known: orders placed from then on are not backlog.
+    released_ms: Option<i64>,
     outcomes: HashMap<Uuid, (i64, Fact)>,
     emails: HashMap<Uuid, i64>,
     inventory: HashMap<Uuid, i64>,
@@ -79,7 +84,9 @@ impl Tally {
     pub fn observe(&mut self, id: Uuid, fact: Fact, ms: i64) {
         match fact {
             Fact::Placed => {
-                self.placed.insert(id);
+                if self.released_ms.is_none_or(|release| ms < release) {
+                    self.placed.entry(id).or_insert(ms);
+                }
             }
             Fact::Confirmed | Fact::Rejected => {
                 let first = self.outcomes.entry(id).or_insert((ms, fact));
@@ -98,7 +105,14 @@ impl Tally {
         }
     }
 
-    /// Orders placed since the observer started.
+    /// Records the release at `release_ms`: orders placed from then on (a load run during the
+    /// drain) are not backlog, including any counted before the release was known.
+    pub fn release(&mut self, release_ms: i64) {
+        self.released_ms = Some(release_ms);
+        self.placed.retain(|_, ms| *ms < release_ms);
+    }
+
+    /// Orders placed since the observer started (and before the release, once known).
     pub fn placed(&self) -> usize {
         self.placed.len()
     }
@@ -108,7 +122,7 @@ impl Tally {
         self.placed.len() >= expected
             && self
                 .placed
-                .iter()
+                .keys()
                 .all(|id| self.outcomes.contains_key(id) && self.emails.contains_key(id))
     }
 
@@ -122,24 +136,24 @@ impl Tally {
     }
 
     fn placed_with(&self, has: impl Fn(&Uuid) -> bool) -> usize {
-        self.placed.iter().filter(|id| has(id)).count()
+        self.placed.keys().filter(|id| has(id)).count()
     }
 
     /// The report, for a release at `release_ms` of `expected` accepted orders.
     pub fn report(&self, release_ms: i64, expected: usize, timed_out: bool) -> DrainReport {
         let outcome_times: Vec<i64> = self
             .placed
-            .iter()
+            .keys()
             .filter_map(|id| self.outcomes.get(id).map(|(ms, _)| *ms))
             .collect();
         let email_times: Vec<i64> = self
             .placed
-            .iter()
+            .keys()
             .filter_map(|id| self.emails.get(id).copied())
             .collect();
         let confirmed = self
             .placed
-            .iter()
+            .keys()
             .filter(|id| matches!(self.outcomes.get(id), Some((_, Fact::Confirmed))))
             .count();
         DrainReport {
@@ -153,7 +167,7 @@ impl Tally {
             email: PathReport::new(release_ms, self.placed.len(), &email_times),
             first_inventory_fact_s: self
                 .placed
-                .iter()
+                .keys()
                 .filter_map(|id| self.inventory.get(id))
                 .min()
                 .map(|ms| seconds(release_ms, *ms)),
@@ -329,6 +343,7 @@ pub fn watch(
             None => {
                 if let Some(text) = read_if_exists(&files.release)? {
                     let (ms, accepted) = parse_release(&text)?;
+                    tally.release(ms);
                     release = Some((ms, accepted, Instant::now()));
                 } else if started.elapsed() > wait_for_release {
                     bail!("no release within {wait_for_release:?}");
@@ -481,6 +496,26 @@ mod tests {
         let report = tally.report(0, 1, false);
         assert_eq!(report.outcome.orders, 0);
         assert_eq!(report.first_inventory_fact_s, Some(0.02));
+    }
+
+    #[test]
+    fn orders_placed_after_the_release_are_not_backlog() {
+        let (backlog, early_load, late_load) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut tally = Tally::default();
+        tally.observe(backlog, Fact::Placed, 900);
+        // Read before the observer knew the release: dropped when it learns it.
+        tally.observe(early_load, Fact::Placed, 1_100);
+        assert_eq!(tally.placed(), 2);
+        tally.release(1_000);
+        tally.observe(late_load, Fact::Placed, 1_200);
+        assert_eq!(tally.placed(), 1);
+        tally.observe(backlog, Fact::Confirmed, 1_500);
+        tally.observe(backlog, Fact::EmailSent, 2_000);
+        // The load's orders have neither outcome nor email, and the backlog is still drained.
+        assert!(tally.drained(1));
+        let report = tally.report(1_000, 1, false);
+        assert_eq!((report.backlog, report.email.orders), (1, 1));
+        assert_eq!(report.email.per_s, Some(1.0));
     }
 
     #[test]
