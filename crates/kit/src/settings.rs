@@ -429,8 +429,14 @@ pub struct DatabaseSettings {
     /// `sqlite://FILE?mode=rwc` (the embedded default) or `postgres://…`. Filled from
     /// `DATABASE_URL`. A secret, because Postgres URLs carry passwords.
     pub url: SecretString,
-    /// Connection pool size.
+    /// Connection pool size of the edge: the HTTP handlers, the outbox relay and the
+    /// service's own periodic reads.
     pub max_connections: u32,
+    /// Connection pool size of the spine: the consumer handlers get a pool of their own
+    /// ([`crate::db::connect_spine`]), so that an HTTP handler never waits for a connection
+    /// behind them. 0 shares the edge's pool. On PostgreSQL a replica opens up to
+    /// `max_connections + spine_max_connections` sessions.
+    pub spine_max_connections: u32,
     /// How long a caller waits for a pooled connection, the health check (a ping) of an idle
     /// one included, before the call fails with a pool timeout (an outage). This is what
     /// bounds a wait on a connection that died silently while idle.
@@ -463,6 +469,7 @@ impl Default for DatabaseSettings {
         Self {
             url: SecretString::from("sqlite://spine.db?mode=rwc"),
             max_connections: 5,
+            spine_max_connections: 5,
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
             lock_timeout: Duration::from_secs(5),
