@@ -187,6 +187,22 @@ mod tests {
     }
 
     #[test]
+    fn consumers_run_ten_nice_levels_down_unless_told_otherwise() {
+        let settings: KitSettings = load_from(&env(&[])).unwrap();
+        assert_eq!(settings.kafka.consumer.nice, 10);
+        let settings: KitSettings =
+            load_from(&env(&[("SPINE__KAFKA__CONSUMER__NICE", "0")])).unwrap();
+        assert_eq!(settings.kafka.consumer.nice, 0);
+        for bad in ["-5", "20"] {
+            let err = load_from::<KitSettings>(&env(&[("SPINE__KAFKA__CONSUMER__NICE", bad)]))
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("kafka.consumer.nice"), "{text}");
+            assert!(text.contains("not a nice increment"), "{text}");
+        }
+    }
+
+    #[test]
     fn an_unknown_key_is_rejected_by_name() {
         let err = load_from::<KitSettings>(&env(&[("SPINE__KAFKA__BOOTSTRAP_SERVER", "x:1")]))
             .unwrap_err();

@@ -59,13 +59,41 @@ pub enum DbError {
 /// - **The pool** pings an idle connection before handing it out, bounded by
 ///   `acquire_timeout`, and replaces connections after 30 minutes (or 10 idle), so a connection
 ///   that died silently is found at acquire time rather than mid-statement.
+///
+/// This is the edge's pool, of `max_connections`; the consumers get their own from
+/// [`connect_spine`].
 pub async fn connect(settings: &DatabaseSettings) -> Result<(AnyPool, Backend), DbError> {
+    connect_sized(settings, settings.max_connections).await
+}
+
+/// Connects the spine's pool: the one a service's consumer handlers use, of
+/// `spine_max_connections`, configured like [`connect`]'s. With two pools an HTTP handler
+/// never queues for a connection behind consumer handlers draining a backlog (with one, a
+/// POST waited behind up to `max_in_flight` of them). `spine_max_connections = 0` shares
+/// `edge` instead, as before there were two.
+///
+/// `edge` is the pool from [`connect`]. On PostgreSQL a replica opens up to
+/// `max_connections + spine_max_connections` sessions.
+pub async fn connect_spine(
+    settings: &DatabaseSettings,
+    edge: &AnyPool,
+) -> Result<AnyPool, DbError> {
+    match settings.spine_max_connections {
+        0 => Ok(edge.clone()),
+        size => Ok(connect_sized(settings, size).await?.0),
+    }
+}
+
+async fn connect_sized(
+    settings: &DatabaseSettings,
+    max_connections: u32,
+) -> Result<(AnyPool, Backend), DbError> {
     sqlx::any::install_default_drivers();
     let url = settings.url.expose_secret();
     let backend = Backend::of_url(url).ok_or(DbError::UnsupportedUrl)?;
     let mut options = AnyConnectOptions::from_str(url)?;
     let mut pool = AnyPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(max_connections)
         .acquire_timeout(settings.acquire_timeout)
         .test_before_acquire(true)
         .max_lifetime(Duration::from_secs(30 * 60))
@@ -394,6 +422,62 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn the_spines_pool_serves_while_the_edges_is_exhausted() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()).into(),
+            max_connections: 1,
+            spine_max_connections: 2,
+            acquire_timeout: Duration::from_millis(100),
+            ..DatabaseSettings::default()
+        };
+        let (edge, _) = connect(&settings).await.unwrap();
+        let spine = connect_spine(&settings, &edge).await.unwrap();
+        // The spine's pool has its own size, and its connections are configured alike.
+        let (a, b) = (
+            spine.acquire().await.unwrap(),
+            spine.acquire().await.unwrap(),
+        );
+        drop((a, b));
+        assert_eq!(pragma(&spine, "synchronous").await, 2, "2 is FULL");
+        // Consumers holding every spine connection leave the edge's connection free.
+        let held = (
+            spine.acquire().await.unwrap(),
+            spine.acquire().await.unwrap(),
+        );
+        assert_eq!(pragma(&edge, "busy_timeout").await, 5000);
+        drop(held);
+        // And the edge's only connection held does not starve the spine.
+        let edge_held = edge.acquire().await.unwrap();
+        assert_eq!(pragma(&spine, "busy_timeout").await, 5000);
+        assert!(matches!(
+            edge.acquire().await.map(drop),
+            Err(sqlx::Error::PoolTimedOut)
+        ));
+        drop(edge_held);
+    }
+
+    #[tokio::test]
+    async fn a_spine_pool_of_0_shares_the_edges() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()).into(),
+            max_connections: 1,
+            spine_max_connections: 0,
+            acquire_timeout: Duration::from_millis(100),
+            ..DatabaseSettings::default()
+        };
+        let (edge, _) = connect(&settings).await.unwrap();
+        let spine = connect_spine(&settings, &edge).await.unwrap();
+        let held = edge.acquire().await.unwrap();
+        assert!(matches!(
+            spine.acquire().await.map(drop),
+            Err(sqlx::Error::PoolTimedOut)
+        ));
+        drop(held);
     }
 
     #[tokio::test]

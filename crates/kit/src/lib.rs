@@ -7,6 +7,8 @@
 //! - [`log_format`]: log lines (pretty or JSON) that carry the trace id and, inside a Kafka
 //!   span, the record's topic, partition, offset and key;
 //! - [`shutdown`]: Ctrl-C/SIGTERM and the task [`shutdown::Supervisor`];
+//! - [`runtime`]: the lower-priority runtime the consumer runners run on
+//!   (`kafka.consumer.nice`);
 //! - [`kafka`]: client config, headers and trace propagation, topic provisioning, the
 //!   [`kafka::Publisher`], the [`kafka::consumer::ConsumerRunner`] and their spans
 //!   ([`kafka::spans`], the OpenTelemetry messaging conventions);
@@ -25,6 +27,7 @@ pub mod inbox;
 pub mod kafka;
 pub mod log_format;
 pub mod outbox;
+pub mod runtime;
 pub mod schemas;
 pub mod settings;
 pub mod shutdown;

@@ -274,6 +274,13 @@ pub struct ConsumerSettings {
     /// members drains at up to n times this. 0, the default, turns the limit off.
     #[serde(deserialize_with = "records_per_second")]
     pub max_rate: f64,
+    /// How many nice levels below the service's own priority the consumer runner runs (0 to
+    /// 19): the runner, its handlers and librdkafka's threads run on a runtime of their own,
+    /// two threads named `spine-consumer`, so that the edge (HTTP, the outbox relay) keeps
+    /// the CPU when the consumers drain a backlog ([`crate::runtime`]). Linux only: the
+    /// priority is per thread there. 0 runs the runner on the caller's runtime.
+    #[serde(deserialize_with = "nice_level")]
+    pub nice: i32,
     /// `max.poll.interval.ms`. tansu needs 10 s or less, or the first group join stalls.
     #[serde(with = "humantime_serde")]
     pub max_poll_interval: Duration,
@@ -315,6 +322,7 @@ impl Default for ConsumerSettings {
             max_in_flight: 256,
             max_batch: 128,
             max_rate: 0.0,
+            nice: 10,
             max_poll_interval: Duration::from_secs(10),
             session_timeout: Duration::from_secs(6),
             commit_interval: Duration::from_secs(1),
@@ -338,6 +346,19 @@ fn records_per_second<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Resu
     } else {
         Err(serde::de::Error::custom(format!(
             "{rate} is not a rate: records per second, a finite number >= 0 (0 turns the limit off)"
+        )))
+    }
+}
+
+/// A nice increment: 0 to [`crate::runtime::MAX_NICE`] (a negative one would need privileges).
+fn nice_level<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i32, D::Error> {
+    let nice = i32::deserialize(deserializer)?;
+    if (0..=crate::runtime::MAX_NICE).contains(&nice) {
+        Ok(nice)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{nice} is not a nice increment: 0 (the service's own priority) to {}",
+            crate::runtime::MAX_NICE
         )))
     }
 }
@@ -408,8 +429,14 @@ pub struct DatabaseSettings {
     /// `sqlite://FILE?mode=rwc` (the embedded default) or `postgres://…`. Filled from
     /// `DATABASE_URL`. A secret, because Postgres URLs carry passwords.
     pub url: SecretString,
-    /// Connection pool size.
+    /// Connection pool size of the edge: the HTTP handlers, the outbox relay and the
+    /// service's own periodic reads.
     pub max_connections: u32,
+    /// Connection pool size of the spine: the consumer handlers get a pool of their own
+    /// ([`crate::db::connect_spine`]), so that an HTTP handler never waits for a connection
+    /// behind them. 0 shares the edge's pool. On PostgreSQL a replica opens up to
+    /// `max_connections + spine_max_connections` sessions.
+    pub spine_max_connections: u32,
     /// How long a caller waits for a pooled connection, the health check (a ping) of an idle
     /// one included, before the call fails with a pool timeout (an outage). This is what
     /// bounds a wait on a connection that died silently while idle.
@@ -442,6 +469,7 @@ impl Default for DatabaseSettings {
         Self {
             url: SecretString::from("sqlite://spine.db?mode=rwc"),
             max_connections: 5,
+            spine_max_connections: 5,
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
             lock_timeout: Duration::from_secs(5),

@@ -56,16 +56,24 @@ impl Application {
             .await
             .context("connecting the database (database.url)")?;
         let group = settings.analytics.consumer_group.as_str();
+        // The consumer writes through a pool of its own, so that /stats and the readiness
+        // probe never wait for a connection behind it.
+        let spine_pool = spine_kit::db::connect_spine(&settings.database, &pool)
+            .await
+            .context("connecting the consumers' database pool (database.url)")?;
         let store = AnalyticsStore::new(pool, backend, group)
             .await
             .context("migrating the analytics schema")?;
+        let spine_store = AnalyticsStore::new(spine_pool, backend, group)
+            .await
+            .context("opening the analytics store for the consumer")?;
         let kafka = &settings.kafka;
         let topics: Vec<&str> = topics();
         let runner = ConsumerRunner::new(
             kafka,
             group,
             &topics,
-            Batched::new(Aggregator::new(store.clone())),
+            Batched::new(Aggregator::new(spine_store)),
         )?;
         let mut provisioned = topics.clone();
         provisioned.push(runner.dlq_topic());

@@ -77,12 +77,20 @@ impl Application {
         let store = EmailStore::new(outbox.clone())
             .await
             .context("migrating the email schema")?;
+        // The consumer writes through a pool of its own, so that the API and the readiness
+        // probe never wait for a connection behind it; its commits still wake the relay.
+        let spine_pool = spine_kit::db::connect_spine(&settings.database, outbox.pool())
+            .await
+            .context("connecting the consumers' database pool (database.url)")?;
+        let spine_store = EmailStore::new(outbox.with_pool(spine_pool))
+            .await
+            .context("opening the email store for the consumer")?;
         let kafka = &settings.kafka;
         let runner = ConsumerRunner::new(
             kafka,
             &email.consumer_group,
             &[OrderConfirmed::TOPIC],
-            OrderMails::new(store.clone(), mailer, from),
+            OrderMails::new(spine_store, mailer, from),
         )?;
         spine_kit::kafka::provision(
             kafka,

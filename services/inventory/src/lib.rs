@@ -76,6 +76,17 @@ impl Application {
         if seeded > 0 {
             tracing::info!(skus = seeded, "stock seeded");
         }
+        // The consumer writes through a pool of its own, so that the API never waits for a
+        // connection behind it; its commits still wake the relay.
+        let spine_pool = spine_kit::db::connect_spine(&settings.database, outbox.pool())
+            .await
+            .context("connecting the consumers' database pool (database.url)")?;
+        let spine_store = InventoryStore::new(
+            outbox.with_pool(spine_pool),
+            &settings.inventory.consumer_group,
+        )
+        .await
+        .context("opening the inventory store for the consumer")?;
         let kafka = &settings.kafka;
         let group = settings.inventory.consumer_group.as_str();
         let orders_topic = settings.inventory.orders_topic.as_str();
@@ -83,7 +94,7 @@ impl Application {
             kafka,
             group,
             &[orders_topic],
-            Batched::new(OrderReactions::new(store.clone())),
+            Batched::new(OrderReactions::new(spine_store)),
         )?;
         spine_kit::kafka::provision(
             kafka,

@@ -73,13 +73,24 @@ impl Application {
         let store = OrderStore::new(outbox.clone(), &settings.orders.consumer_group)
             .await
             .context("migrating the orders schema")?;
+        // The consumer writes through a pool of its own, so that a POST never waits for a
+        // connection behind it; its commits still wake the relay and count in the backlog.
+        let spine_pool = spine_kit::db::connect_spine(&settings.database, outbox.pool())
+            .await
+            .context("connecting the consumers' database pool (database.url)")?;
+        let spine_store = OrderStore::new(
+            outbox.with_pool(spine_pool),
+            &settings.orders.consumer_group,
+        )
+        .await
+        .context("opening the orders store for the consumer")?;
         let kafka = &settings.kafka;
         let group = settings.orders.consumer_group.as_str();
         let runner = ConsumerRunner::new(
             kafka,
             group,
             &[StockReserved::TOPIC],
-            Batched::new(InventoryReactions::new(store.clone())),
+            Batched::new(InventoryReactions::new(spine_store)),
         )?;
         spine_kit::kafka::provision(
             kafka,

@@ -152,6 +152,16 @@ impl Outbox {
         Ok(outbox)
     }
 
+    /// The same outbox over another pool of the same database: its commits wake the same
+    /// relay and count into the same backlog. For a service's consumer handlers, whose pool
+    /// is not the edge's ([`crate::db::connect_spine`]).
+    pub fn with_pool(&self, pool: AnyPool) -> Self {
+        Self {
+            pool,
+            ..self.clone()
+        }
+    }
+
     /// Adds `record` inside the caller's transaction (pass `&mut *tx`). It is published only
     /// if that transaction commits. The record's headers carry the trace context of the
     /// caller's span, so the relay's publish joins the caller's trace.

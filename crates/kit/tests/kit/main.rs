@@ -12,6 +12,7 @@ mod inbox;
 mod mock_faults;
 mod ordering;
 mod outbox;
+mod priority;
 mod rate;
 mod registry;
 mod schemas;

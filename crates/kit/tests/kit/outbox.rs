@@ -21,6 +21,7 @@ spine_kit::on_sqlite_and_postgres!(
     an_oversize_row_is_quarantined_while_other_keys_flow_and_its_key_waits_behind_it,
     a_released_row_is_published_and_its_key_follows_in_order,
     a_relay_stopped_during_an_outage_leaves_its_rows_to_the_next_one_at_once,
+    a_commit_through_the_spines_pool_counts_in_the_backlog_and_wakes_the_relay,
 );
 
 mod postgres_other_replica {
@@ -465,4 +466,33 @@ async fn a_relay_stopped_during_an_outage_leaves_its_rows_to_the_next_one_at_onc
     token.cancel();
     relay.await.unwrap().unwrap();
     assert_eq!(received.len(), 3, "the next relay publishes them");
+}
+
+/// A consumer handler writes through the same outbox over the spine's pool
+/// (`Outbox::with_pool`): the API's backlog counts its rows, and the relay wakes for them.
+async fn a_commit_through_the_spines_pool_counts_in_the_backlog_and_wakes_the_relay(
+    backend: Backend,
+) {
+    let fx = Fixture::new(settings()).await;
+    let (db, outbox) = open(backend).await;
+    let spine_pool = spine_kit::db::connect_spine(&db.settings, outbox.pool())
+        .await
+        .unwrap();
+    let spine = outbox.with_pool(spine_pool);
+    write(&spine, &row(&fx.topic, "key-0", 0), true).await;
+    assert_eq!(outbox.backlog().rows(), 1, "counted in the edge's backlog");
+
+    // A poll interval no test waits for: only a wake publishes the second row in time.
+    let settings = OutboxSettings {
+        poll_interval: Duration::from_secs(3600),
+        ..relay_settings()
+    };
+    let (token, relay) = start_relay_with(&outbox, &fx.settings, settings);
+    let first = read_topic(&fx.settings, &fx.topic, 1, Duration::from_secs(30));
+    assert_eq!(first.len(), 1, "the row written before the relay started");
+    write(&spine, &row(&fx.topic, "key-0", 1), true).await;
+    let both = read_settled(&fx.settings, &fx.topic, 2, Duration::from_secs(30));
+    token.cancel();
+    relay.await.unwrap().unwrap();
+    assert_eq!(per_key(&both)["key-0"], [0, 1]);
 }

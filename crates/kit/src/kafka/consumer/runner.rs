@@ -23,9 +23,16 @@ use crate::kafka::producer::{PublishError, Publisher};
 use crate::kafka::spans::{ClientInfo, process_span};
 use crate::settings::{ConsumerSettings, KafkaSettings};
 
+/// Worker threads of the lowered runtime a runner runs on: two, so that `block_in_place` in
+/// the revoke has another worker to leave the record tasks to.
+const LOWERED_WORKERS: usize = 2;
+
 /// Why the runner stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
+    /// The lower-priority runtime (`kafka.consumer.nice`) could not be started.
+    #[error("cannot start the consumer runtime: {0}")]
+    Runtime(std::io::Error),
     /// The consumer could not be created or subscribed.
     #[error("kafka consumer setup failed: {0}")]
     Setup(#[from] KafkaError),
@@ -152,7 +159,26 @@ impl<H: Handler> ConsumerRunner<H> {
     /// Consumes until `shutdown` is cancelled or a handler fails fatally. On the way out it
     /// waits up to `shutdown_timeout` for running handlers, commits synchronously and leaves
     /// the group.
+    ///
+    /// With `kafka.consumer.nice` above 0 (the default), everything runs on a runtime of its
+    /// own at that lower priority ([`crate::runtime::run_lowered`]): the consumer is created
+    /// there, so librdkafka's threads are lowered too, and handlers' tasks are spawned there.
+    /// The caller's runtime (the edge's) only waits.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
+        match self.settings.consumer.nice {
+            0 => self.consume(shutdown).await,
+            nice => crate::runtime::run_lowered(
+                "spine-consumer",
+                LOWERED_WORKERS,
+                nice,
+                self.consume(shutdown),
+            )
+            .await
+            .map_err(RunnerError::Runtime)?,
+        }
+    }
+
+    async fn consume(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
         let max_rate = self.settings.consumer.max_rate;
         // A batch handler gets batches unless the group is rate-limited: a pacer releases
         // records one by one, so there it runs per record (batches of one, a partition at a

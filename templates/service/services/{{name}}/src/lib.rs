@@ -73,6 +73,15 @@ impl Application {
         let store = {{Name}}Store::new(outbox.clone(), group)
             .await
             .context("migrating the {{name}} schema")?;
+        // The consumer writes through a pool of its own (`database.spine_max_connections`),
+        // so that the API never waits for a connection behind it; its commits still wake the
+        // relay.
+        let spine_pool = spine_kit::db::connect_spine(&settings.database, outbox.pool())
+            .await
+            .context("connecting the consumers' database pool (database.url)")?;
+        let spine_store = {{Name}}Store::new(outbox.with_pool(spine_pool), group)
+            .await
+            .context("opening the {{name}} store for the consumer")?;
         let kafka = &settings.kafka;
         let orders_topic = settings.{{name}}.orders_topic.as_str();
         // The batch path: each batch of a partition's records is one transaction.
@@ -80,7 +89,7 @@ impl Application {
             kafka,
             group,
             &[orders_topic],
-            Batched::new(OrderReactions::new(store.clone())),
+            Batched::new(OrderReactions::new(spine_store)),
         )?;
         // What it reads, what it writes and its DLQ, created if missing
         // (`kafka.topics.create_missing`).
