@@ -97,7 +97,9 @@ class Run:
             DATABASE_URL=self.db_urls[service],
             SPINE_CONFIG_DIR=os.path.join(self.work, "no-config"),
             SPINE__HTTP__PORT=str(port),
-            SPINE__TELEMETRY__LOG_FILTER="warn",
+            # CHAOS_LOG_FILTER=info keeps the services' INFO lines (rebalances, stalls) in
+            # their logs, for a failure to be read afterwards.
+            SPINE__TELEMETRY__LOG_FILTER=os.environ.get("CHAOS_LOG_FILTER", "warn"),
         )
         if service == "email":
             # A small in-flight bound, so that the slow provider of the rebalance scenario

@@ -284,6 +284,13 @@ pub struct ConsumerSettings {
     /// `max.poll.interval.ms`. tansu needs 10 s or less, or the first group join stalls.
     #[serde(with = "humantime_serde")]
     pub max_poll_interval: Duration,
+    /// Longest a member may wait for its partitions, after it subscribed or after a revoke,
+    /// before the runner stops with an error (and the process exits for a restart). A group
+    /// join answers within about `max_poll_interval` even when the member gets no partition;
+    /// a longer wait is a join stuck in librdkafka (seen after the broker froze between
+    /// JoinGroup and SyncGroup), which a fresh client clears. 0 turns the watchdog off.
+    #[serde(with = "humantime_serde")]
+    pub join_timeout: Duration,
     /// `session.timeout.ms`.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
@@ -324,6 +331,7 @@ impl Default for ConsumerSettings {
             max_rate: 0.0,
             nice: 10,
             max_poll_interval: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(60),
             session_timeout: Duration::from_secs(6),
             commit_interval: Duration::from_secs(1),
             auto_offset_reset: "earliest".into(),

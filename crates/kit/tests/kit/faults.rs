@@ -291,3 +291,43 @@ async fn partitions_paused_by_backpressure_are_consumed_again_after_a_rebalance(
     );
     first.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_never_gets_an_assignment_stops_after_the_join_timeout() {
+    init_test_log();
+    // A "broker" that accepts connections and never answers: the group join cannot finish.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut settings = settings();
+    settings.bootstrap_servers = format!("127.0.0.1:{}", silent.local_addr().unwrap().port());
+    settings.consumer.join_timeout = Duration::from_secs(2);
+    settings.consumer.shutdown_timeout = Duration::from_secs(1);
+    let seen = log();
+    let runner = spine_kit::kafka::consumer::ConsumerRunner::new(
+        &settings,
+        &unique("group"),
+        &["never-joined"],
+        recording(&seen),
+    )
+    .unwrap();
+
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        runner.run(tokio_util::sync::CancellationToken::new()),
+    )
+    .await
+    .expect("the join watchdog stops the runner");
+
+    let err = result.expect_err("a member that never joined fails");
+    assert!(
+        matches!(
+            err,
+            spine_kit::kafka::consumer::RunnerError::NotJoined { .. }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("kafka.consumer.join_timeout"),
+        "{err}"
+    );
+    drop(silent);
+}

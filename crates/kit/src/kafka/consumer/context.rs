@@ -84,6 +84,7 @@ impl ConsumerContext for RunnerContext {
         let group = &self.shared.group;
         match rebalance {
             Rebalance::Revoke(partitions) => {
+                self.shared.awaiting_assignment();
                 self.revoke(consumer, partitions);
                 tracing::info!(group = %group, partitions = partitions.count(), "partitions revoked");
             }
@@ -101,6 +102,7 @@ impl ConsumerContext for RunnerContext {
         // partition that comes back may still be paused from before: set it explicitly, to the
         // runner's current state, on every new assignment.
         if let Rebalance::Assign(partitions) = rebalance {
+            self.shared.assigned();
             let paused = self.shared.paused();
             let result = if paused {
                 consumer.pause(partitions)

@@ -284,7 +284,9 @@ impl<H: Handler> Process<H> {
             .increment(1);
         let mut handled = Vec::with_capacity(tickets.len());
         let mut dones = Vec::new();
-        for (ticket, (record, span)) in tickets.into_iter().zip(batch) {
+        for (ticket, (mut record, span)) in tickets.into_iter().zip(batch) {
+            // The batch's attempt was this record's too.
+            record.attempt += 1;
             match self.run(record, work).instrument(span).await {
                 Outcome::Handled | Outcome::DeadLettered => handled.push(ticket),
                 Outcome::Abandoned => break,

@@ -33,6 +33,17 @@ pub enum RunnerError {
     /// The lower-priority runtime (`kafka.consumer.nice`) could not be started.
     #[error("cannot start the consumer runtime: {0}")]
     Runtime(std::io::Error),
+    /// The member got no partition assignment (not even an empty one) within
+    /// `kafka.consumer.join_timeout`: its group join is stuck. A restart gets a fresh client.
+    #[error(
+        "no partition assignment for group {group} within {waited:?} (kafka.consumer.join_timeout): the group join is stuck; stopping for a restart"
+    )]
+    NotJoined {
+        /// The group.
+        group: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
     /// The consumer could not be created or subscribed.
     #[error("kafka consumer setup failed: {0}")]
     Setup(#[from] KafkaError),
@@ -292,10 +303,14 @@ impl<H: Handler> Dispatcher<'_, H> {
                 full_since = None;
                 now + patience
             };
+            let join_deadline = self.join_deadline();
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
                 () = shared.wake.notified() => self.take_completions(),
+                () = tokio::time::sleep_until(join_deadline.unwrap_or(now)), if join_deadline.is_some() => {
+                    self.check_joined();
+                }
                 () = tokio::time::sleep_until(pause_at), if full => self.set_paused(true),
                 // The next rate slot is due: the loop's start starts the waiting records.
                 () = tokio::time::sleep_until(rate_due.unwrap_or(now)), if rate_due.is_some() => {}
@@ -307,6 +322,35 @@ impl<H: Handler> Dispatcher<'_, H> {
                 },
             }
         }
+    }
+
+    /// When the join watchdog fires next, while the member waits for an assignment.
+    fn join_deadline(&self) -> Option<tokio::time::Instant> {
+        let timeout = self.runner.settings.consumer.join_timeout;
+        if timeout.is_zero() {
+            return None;
+        }
+        let since = self.shared.waiting_for_assignment_since()?;
+        Some(tokio::time::Instant::from_std(since + timeout))
+    }
+
+    /// Stops the runner if the member still waits for an assignment past `join_timeout`.
+    fn check_joined(&mut self) {
+        let timeout = self.runner.settings.consumer.join_timeout;
+        let Some(since) = self.shared.waiting_for_assignment_since() else {
+            return;
+        };
+        let waited = since.elapsed();
+        if timeout.is_zero() || waited < timeout {
+            return;
+        }
+        let err = RunnerError::NotJoined {
+            group: self.runner.group.to_string(),
+            waited,
+        };
+        tracing::error!(group = %self.runner.group, error = %err, "stopping consumer");
+        self.failure.get_or_insert(err);
+        self.stop.cancel();
     }
 
     /// Waits for running handlers (bounded by `shutdown_timeout`), storing what completes.

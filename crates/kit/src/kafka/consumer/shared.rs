@@ -64,6 +64,9 @@ impl Drop for Running {
 pub(super) struct Shared {
     pub group: Arc<str>,
     paused: AtomicBool,
+    /// Since when the member waits for an assignment (since it subscribed, or since its last
+    /// revoke), or `None` once it has one: the runner's join watchdog.
+    awaiting_assignment: Mutex<Option<Instant>>,
     work: Mutex<HashMap<Partition, Arc<PartitionWork>>>,
     /// Record tasks running, all partitions.
     tasks: AtomicUsize,
@@ -84,6 +87,7 @@ impl Shared {
             stall: Stall::new(&group),
             group,
             paused: AtomicBool::new(false),
+            awaiting_assignment: Mutex::new(Some(Instant::now())),
             work: Mutex::default(),
             tasks: AtomicUsize::new(0),
             idle: Condvar::new(),
@@ -140,6 +144,21 @@ impl Shared {
 
     pub fn paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
+    }
+
+    /// A rebalance took partitions away: the member waits for its next assignment.
+    pub fn awaiting_assignment(&self) {
+        lock(&self.awaiting_assignment).get_or_insert_with(Instant::now);
+    }
+
+    /// An assignment arrived (even an empty one: the member is in the group).
+    pub fn assigned(&self) {
+        *lock(&self.awaiting_assignment) = None;
+    }
+
+    /// Since when the member has waited for an assignment, if it is waiting.
+    pub fn waiting_for_assignment_since(&self) -> Option<Instant> {
+        *lock(&self.awaiting_assignment)
     }
 
     pub fn set_paused(&self, paused: bool) {
