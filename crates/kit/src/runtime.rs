@@ -180,7 +180,7 @@ mod tests {
     fn threads_made_by_a_lowered_thread_inherit_its_priority() {
         let base = thread_nice().unwrap();
         let runtime = lowered("lowered-test", 1, 3).unwrap();
-        // As librdkafka's threads do when the consumer is created on the runtime.
+        // As the threads a handler starts do (sqlx's SQLite connection workers).
         let child = runtime.block_on(async {
             tokio::spawn(async {
                 std::thread::spawn(|| thread_nice().unwrap())

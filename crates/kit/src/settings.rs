@@ -275,8 +275,9 @@ pub struct ConsumerSettings {
     #[serde(deserialize_with = "records_per_second")]
     pub max_rate: f64,
     /// How many nice levels below the service's own priority the consumer runner runs (0 to
-    /// 19): the runner, its handlers and librdkafka's threads run on a runtime of their own,
-    /// two threads named `spine-consumer`, so that the edge (HTTP, the outbox relay) keeps
+    /// 19): the runner and its handlers run on a runtime of their own, two threads named
+    /// `spine-consumer` (librdkafka's threads, heartbeats included, keep the normal
+    /// priority), so that the edge (HTTP, the outbox relay) keeps
     /// the CPU when the consumers drain a backlog ([`crate::runtime`]). Linux only: the
     /// priority is per thread there. 0 runs the runner on the caller's runtime.
     #[serde(deserialize_with = "nice_level")]

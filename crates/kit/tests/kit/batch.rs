@@ -52,6 +52,16 @@ impl BatchHandler for Recorder {
     }
 }
 
+impl Recorder {
+    /// Waits (up to a minute) until at least `n` records are applied.
+    async fn applied_at_least(&self, n: usize) -> bool {
+        eventually(Duration::from_secs(60), || {
+            self.applied.lock().unwrap().len() >= n
+        })
+        .await
+    }
+}
+
 fn per_key(applied: &[(String, String)]) -> HashMap<String, Vec<String>> {
     let mut keys: HashMap<String, Vec<String>> = HashMap::new();
     for (key, payload) in applied {
@@ -83,13 +93,7 @@ async fn a_queued_backlog_is_applied_in_batches_once_each_in_key_order() {
     let running = fx.spawn(Batched::new(recorder.clone()));
     let total = KEYS * PER_KEY;
     assert!(
-        eventually(Duration::from_secs(60), || recorder
-            .applied
-            .lock()
-            .unwrap()
-            .len()
-            >= total)
-        .await,
+        recorder.applied_at_least(total).await,
         "every record applied"
     );
     running.stop().await.unwrap();
@@ -134,13 +138,7 @@ async fn a_poison_record_in_a_batch_is_dead_lettered_alone_and_the_rest_applied_
     let running = fx.spawn(Batched::new(recorder.clone()));
     let letters = fx.read(&fx.dlq, 3, Duration::from_secs(60));
     assert!(
-        eventually(Duration::from_secs(60), || recorder
-            .applied
-            .lock()
-            .unwrap()
-            .len()
-            >= good)
-        .await,
+        recorder.applied_at_least(good).await,
         "the good records are applied"
     );
     running.stop().await.unwrap();
@@ -197,13 +195,7 @@ async fn an_outage_retries_the_batch_and_dead_letters_nothing() {
     };
     let running = fx.spawn(Batched::new(recorder.clone()));
     assert!(
-        eventually(Duration::from_secs(60), || recorder
-            .applied
-            .lock()
-            .unwrap()
-            .len()
-            >= 40)
-        .await,
+        recorder.applied_at_least(40).await,
         "every record applied after the outage"
     );
     running.stop().await.unwrap();

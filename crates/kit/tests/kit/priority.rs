@@ -1,5 +1,5 @@
-//! The consumers run below the edge's priority (`kafka.consumer.nice`): handlers and the
-//! consumer's librdkafka threads are lowered, the caller's runtime is not.
+//! The consumers run below the edge's priority (`kafka.consumer.nice`): handlers are
+//! lowered; the caller's runtime and librdkafka's threads (heartbeats) are not.
 
 use std::time::Duration;
 
@@ -80,7 +80,7 @@ async fn with_nice_0_handlers_run_on_the_callers_runtime() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_consumers_librdkafka_threads_are_lowered_and_the_producers_are_not() {
+async fn librdkafka_threads_keep_the_normal_priority() {
     let fx = Fixture::new(settings()).await;
     let base = thread_nice().unwrap();
     let lowered = (base + 10).min(MAX_NICE);
@@ -89,14 +89,10 @@ async fn the_consumers_librdkafka_threads_are_lowered_and_the_producers_are_not(
     let seen = log();
     let running = fx.spawn(recording(&seen));
     assert!(eventually(Duration::from_secs(30), || !seen.lock().unwrap().is_empty()).await);
-    // The fixture's producer and the runner's DLQ producer were made on the test's threads,
-    // the consumer on the lowered runtime.
+    // The producers and the consumer were all made on the test's threads: a lowered
+    // heartbeat thread would let a busy edge cost the member its partitions.
     let values = librdkafka_nice_values();
     running.stop().await.unwrap();
-    assert!(values.contains(&lowered), "{values:?}");
-    assert!(values.contains(&base), "{values:?}");
-    assert!(
-        values.iter().all(|v| *v == base || *v == lowered),
-        "{values:?}"
-    );
+    assert!(!values.is_empty());
+    assert!(values.iter().all(|v| *v == base), "{values:?}");
 }

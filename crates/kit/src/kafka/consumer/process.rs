@@ -311,40 +311,39 @@ impl<H: Handler> Process<H> {
         batch: &[(Record, tracing::Span)],
         work: &PartitionWork,
     ) -> Attempt {
+        // Every record counts toward the injection period, as it would one by one.
         let inject = batch
             .iter()
             .filter(|(record, _)| self.panics.fire(record))
             .count()
             > 0;
-        let call = AssertUnwindSafe(async {
-            assert!(
-                !inject,
-                "injected panic (kafka.consumer.inject_panic_every = {})",
-                self.panics.every
-            );
-            for (record, _) in batch {
-                crate::schemas::resolve(record.payload.as_deref()).await?;
-            }
-            self.handler.handle_batch(&Batch::new(batch)).await
-        })
-        .catch_unwind();
-        tokio::select! {
-            biased;
-            () = work.abort.cancelled() => Attempt::Aborted,
-            result = tokio::time::timeout(self.handler_timeout, call) => match result {
-                Err(_) => Attempt::Returned(Err(HandlerError::Unavailable(anyhow::anyhow!(
-                    "batch attempt timed out after {:?}", self.handler_timeout
-                )))),
-                Ok(Err(panic)) => Attempt::Panicked(panic_message(&*panic)),
-                Ok(Ok(result)) => Attempt::Returned(result),
-            },
-        }
+        let records: Vec<&Record> = batch.iter().map(|(record, _)| record).collect();
+        self.bounded(
+            inject,
+            &records,
+            self.handler.handle_batch(&Batch::new(batch)),
+            work,
+        )
+        .await
     }
 
     /// One call of the handler, bounded by `handler_timeout` (a hung dependency is an outage),
     /// with a panic caught as the record's fatal failure, and dropped if a revoke aborts it.
     async fn attempt(&self, record: &Record, work: &PartitionWork) -> Attempt {
         let inject = self.panics.fire(record);
+        self.bounded(inject, &[record], self.handler.handle(record), work)
+            .await
+    }
+
+    /// Runs `call` for `records` (after resolving their schema ids) within `handler_timeout`,
+    /// catching a panic (`inject`: the test-only injected one), dropped if a revoke aborts it.
+    async fn bounded(
+        &self,
+        inject: bool,
+        records: &[&Record],
+        call: impl Future<Output = Result<(), HandlerError>>,
+        work: &PartitionWork,
+    ) -> Attempt {
         let call = AssertUnwindSafe(async {
             assert!(
                 !inject,
@@ -353,8 +352,10 @@ impl<H: Handler> Process<H> {
             );
             // A Confluent-framed record's schema id is resolved with the registry first, so
             // that the handler's synchronous decode finds it (a registry outage is an outage).
-            crate::schemas::resolve(record.payload.as_deref()).await?;
-            self.handler.handle(record).await
+            for record in records {
+                crate::schemas::resolve(record.payload.as_deref()).await?;
+            }
+            call.await
         })
         .catch_unwind();
         tokio::select! {

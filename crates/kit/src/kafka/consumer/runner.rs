@@ -171,37 +171,43 @@ impl<H: Handler> ConsumerRunner<H> {
     /// waits up to `shutdown_timeout` for running handlers, commits synchronously and leaves
     /// the group.
     ///
-    /// With `kafka.consumer.nice` above 0 (the default), everything runs on a runtime of its
-    /// own at that lower priority ([`crate::runtime::run_lowered`]): the consumer is created
-    /// there, so librdkafka's threads are lowered too, and handlers' tasks are spawned there.
-    /// The caller's runtime (the edge's) only waits.
+    /// With `kafka.consumer.nice` above 0 (the default), the dispatcher and the handlers run
+    /// on a runtime of their own at that lower priority ([`crate::runtime::run_lowered`]); the
+    /// caller's runtime (the edge's) only waits. The consumer itself is created here, on the
+    /// caller's thread, so that librdkafka's threads (fetches, heartbeats) keep the normal
+    /// priority: a member whose heartbeats starve behind a busy edge loses its partitions.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
-        match self.settings.consumer.nice {
-            0 => self.consume(shutdown).await,
-            nice => crate::runtime::run_lowered(
-                "spine-consumer",
-                LOWERED_WORKERS,
-                nice,
-                self.consume(shutdown),
-            )
-            .await
-            .map_err(RunnerError::Runtime)?,
-        }
-    }
-
-    async fn consume(self, shutdown: CancellationToken) -> Result<(), RunnerError> {
-        let max_rate = self.settings.consumer.max_rate;
-        // A batch handler gets batches unless the group is rate-limited: a pacer releases
-        // records one by one, so there it runs per record (batches of one, a partition at a
-        // time).
-        let max_batch = (self.handler.batches() && max_rate == 0.0)
-            .then(|| self.settings.consumer.max_batch.max(1));
         let shared = Shared::new(self.group.clone(), self.handler.batches());
         let context =
             RunnerContext::new(shared.clone(), self.settings.consumer.max_poll_interval / 2);
         let consumer: StreamConsumer<RunnerContext> =
             consumer_config(&self.settings, &self.client_id, &self.group)
                 .create_with_context(context)?;
+        match self.settings.consumer.nice {
+            0 => self.consume(consumer, shared, shutdown).await,
+            nice => crate::runtime::run_lowered(
+                "spine-consumer",
+                LOWERED_WORKERS,
+                nice,
+                self.consume(consumer, shared, shutdown),
+            )
+            .await
+            .map_err(RunnerError::Runtime)?,
+        }
+    }
+
+    async fn consume(
+        self,
+        consumer: StreamConsumer<RunnerContext>,
+        shared: Arc<Shared>,
+        shutdown: CancellationToken,
+    ) -> Result<(), RunnerError> {
+        let max_rate = self.settings.consumer.max_rate;
+        // A batch handler gets batches unless the group is rate-limited: a pacer releases
+        // records one by one, so there it runs per record (batches of one, a partition at a
+        // time).
+        let max_batch = (self.handler.batches() && max_rate == 0.0)
+            .then(|| self.settings.consumer.max_batch.max(1));
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         // Every outcome series exists from the start at 0, so that `increase()` in an alert
