@@ -97,6 +97,12 @@ impl OrderMails {
 }
 
 impl Handler for OrderMails {
+    /// OrderPlaced and any other fact but an outcome: no mail, so no task and no `max_rate`
+    /// slot (an order is two records on the topic; only one is mailed).
+    fn skips(&self, record: &Record) -> bool {
+        not_mailed(record.payload.as_deref().unwrap_or_default())
+    }
+
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
         let payload = record.payload.as_deref().unwrap_or_default();
         let mail = match spine_events::peek(payload)?.name() {
@@ -106,6 +112,13 @@ impl Handler for OrderMails {
         };
         self.deliver(mail).await
     }
+}
+
+/// Whether `payload` is a fact that gets no mail. An undecodable one is not skipped: the
+/// handler dead-letters it.
+fn not_mailed(payload: &[u8]) -> bool {
+    spine_events::peek(payload)
+        .is_ok_and(|event| !matches!(event.name(), OrderConfirmed::NAME | OrderRejected::NAME))
 }
 
 /// A mail that was not handed over: the server (or disk) being unable to take mail is an
@@ -168,6 +181,29 @@ impl HandedOver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_outcomes_are_mailed_and_an_undecodable_record_is_not_skipped() {
+        let placed = spine_events::orders::OrderPlaced::new(
+            uuid::Uuid::now_v7(),
+            "customer",
+            "someone@example.com",
+            vec![spine_events::orders::LineItem::new("SKU", 1, 100)],
+            "EUR",
+        );
+        let encode = |bytes: Result<Vec<u8>, _>| bytes.unwrap();
+        assert!(not_mailed(&encode(spine_events::encode(&placed))));
+        assert!(!not_mailed(&encode(spine_events::encode(
+            &OrderConfirmed::of(&placed)
+        ))));
+        assert!(!not_mailed(&encode(spine_events::encode(
+            &OrderRejected::of(&placed, "short")
+        ))));
+        assert!(
+            !not_mailed(b"not avro"),
+            "poison goes to the handler, and the DLQ"
+        );
+    }
 
     #[test]
     fn a_server_that_cannot_take_mail_now_is_an_outage_and_a_refused_mail_poison() {

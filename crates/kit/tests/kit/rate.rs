@@ -191,3 +191,81 @@ async fn records_waiting_for_a_rate_slot_are_left_to_the_new_owner_of_their_part
         }
     }
 }
+
+/// Skips records whose payload starts with `skip`; records what it handles.
+struct Skipping(Log<Vec<u8>>);
+
+impl spine_kit::kafka::consumer::Handler for Skipping {
+    fn skips(&self, record: &Record) -> bool {
+        record
+            .payload
+            .as_deref()
+            .is_some_and(|p| p.starts_with(b"skip"))
+    }
+
+    async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(record.payload.clone().unwrap_or_default());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_handler_skips_take_no_rate_slot_and_are_committed() {
+    let mut settings = settings();
+    settings.consumer.max_rate = 20.0;
+    let fx = Fixture::new(settings).await;
+    for i in 0..60 {
+        let payload = if i % 6 == 0 {
+            format!("work-{i}")
+        } else {
+            format!("skip-{i}")
+        };
+        fx.send(&format!("k{}", i % 3), payload.as_bytes(), &unique("e"))
+            .await;
+    }
+    let handled = log();
+    let running = fx.spawn(Skipping(handled.clone()));
+    assert!(
+        eventually(Duration::from_secs(60), || handled.lock().unwrap().len()
+            >= 10)
+        .await
+    );
+    // Give the skipped records after the last worked one time to be stored and committed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    running.stop().await.unwrap();
+    let seen: Vec<String> = handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| String::from_utf8(p.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        seen.len(),
+        10,
+        "only the records it works on reach the handler: {seen:?}"
+    );
+    assert!(seen.iter().all(|p| p.starts_with("work-")), "{seen:?}");
+
+    // Everything, skipped records included, was committed: the group's next member, which skips
+    // nothing, gets only a record sent afterwards.
+    fx.send("k0", b"after", &unique("e")).await;
+    let again = log();
+    let next = fx.spawn(recording(&again));
+    assert!(
+        eventually(Duration::from_secs(60), || !again
+            .lock()
+            .unwrap()
+            .is_empty())
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    next.stop().await.unwrap();
+    assert_eq!(
+        *again.lock().unwrap(),
+        [b"after".to_vec()],
+        "nothing redelivered"
+    );
+}

@@ -115,6 +115,18 @@ pub trait Handler: Send + Sync + 'static {
     /// Applies the record's effect. Return only once the effect is durable.
     fn handle(&self, record: &Record) -> impl Future<Output = Result<(), HandlerError>> + Send;
 
+    /// Whether the handler does nothing with `record` (a fact on its topic it does not react
+    /// to), decided from the record alone and cheaply (e.g. from [`spine_events::peek`]). The
+    /// runner then completes it at once (counted as `outcome="skipped"` in
+    /// `spine_consumer_records_total`): no task, no span, no `max_rate` slot, so that a rate
+    /// limit paces only the records that do work. Say `false` for anything in doubt (an
+    /// undecodable record must reach [`Handler::handle`] to be dead-lettered). The per-record
+    /// path only; the default is `false`.
+    fn skips(&self, record: &Record) -> bool {
+        let _ = record;
+        false
+    }
+
     /// Whether the runner should hand this handler batches (see [`BatchHandler`]). Only
     /// [`Batched`] says yes.
     #[doc(hidden)]

@@ -19,6 +19,9 @@ pub(super) struct TopicMetrics {
     pub handled: Counter,
     /// `spine_consumer_records_total{outcome="dead_lettered"}`.
     pub dead_lettered: Counter,
+    /// `spine_consumer_records_total{outcome="skipped"}`: records the handler said it does
+    /// nothing with ([`super::Handler::skips`]), done at once without a task or rate slot.
+    pub skipped: Counter,
     /// `spine_consumer_errors_total{class}`, one per class.
     errors: [Counter; 4],
 }
@@ -39,6 +42,7 @@ impl TopicMetrics {
             retries: metrics::counter!("spine_consumer_retries_total", &labels),
             handled: outcome("handled"),
             dead_lettered: outcome("dead_lettered"),
+            skipped: outcome("skipped"),
             errors: ["retryable", "unavailable", "poison", "fatal"].map(error),
         }
     }

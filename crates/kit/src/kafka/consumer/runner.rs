@@ -440,6 +440,20 @@ impl<H: Handler> Dispatcher<'_, H> {
         if self.max_batch.is_some() {
             return self.start_batch(vec![(ticket, record)]);
         }
+        if self.runner.handler.skips(&record) {
+            // Nothing to do: done now, through the completions like any record, so that its
+            // offset is stored in order and its key's next record follows.
+            self.runner
+                .metrics
+                .topic(&record.topic)
+                .skipped
+                .increment(1);
+            self.shared.finish(Done {
+                tickets: vec![ticket],
+                outcome: Outcome::Handled,
+            });
+            return;
+        }
         let Some(pacer) = &mut self.pacer else {
             return self.start(ticket, record);
         };
