@@ -14,7 +14,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::dlq::{DeadLetterReason, dead_letter};
 use super::handler::{Batch, Handler, HandlerError, Record};
-use super::metrics::ConsumerMetrics;
+use super::metrics::{ConsumerMetrics, TopicMetrics};
 use super::retry::backoff;
 use super::runner::RunnerError;
 use super::shared::{Done, PartitionWork, Shared};
@@ -109,16 +109,7 @@ impl<H: Handler> Process<H> {
                     });
                 }
             };
-            metrics
-                .handler_seconds
-                .record(started.elapsed().as_secs_f64());
-            if let Err(err) = &result {
-                metrics.error(err).increment(1);
-            }
-            if probe.is_some() && !matches!(result, Err(HandlerError::Unavailable(_))) {
-                stall.recovered(group);
-                self.shared.wake.notify_one();
-            }
+            self.account(&metrics, started, &result, probe.is_some());
             let retry = match &result {
                 Err(err @ HandlerError::Unavailable(source)) => {
                     let outages = stall.failed(group, source);
@@ -214,16 +205,7 @@ impl<H: Handler> Process<H> {
                     return vec![failed(tickets, failure)];
                 }
             };
-            metrics
-                .handler_seconds
-                .record(started.elapsed().as_secs_f64());
-            if let Err(err) = &result {
-                metrics.error(err).increment(1);
-            }
-            if probe.is_some() && !matches!(result, Err(HandlerError::Unavailable(_))) {
-                stall.recovered(group);
-                self.shared.wake.notify_one();
-            }
+            self.account(&metrics, started, &result, probe.is_some());
             match result {
                 Ok(()) => {
                     metrics.handled.increment(batch.len() as u64);
@@ -265,6 +247,27 @@ impl<H: Handler> Process<H> {
                     return self.split(tickets, batch, &err, work).await;
                 }
             }
+        }
+    }
+
+    /// Accounts for one attempt (of a record or a batch): its time and error class, and, for
+    /// a probe that got an answer other than an outage, the end of the stall.
+    fn account(
+        &self,
+        metrics: &TopicMetrics,
+        started: Instant,
+        result: &Result<(), HandlerError>,
+        probed: bool,
+    ) {
+        metrics
+            .handler_seconds
+            .record(started.elapsed().as_secs_f64());
+        if let Err(err) = result {
+            metrics.error(err).increment(1);
+        }
+        if probed && !matches!(result, Err(HandlerError::Unavailable(_))) {
+            self.shared.stall.recovered(&self.shared.group);
+            self.shared.wake.notify_one();
         }
     }
 
