@@ -158,6 +158,11 @@ pub struct OutboxSettings {
     /// restarted relay drops its old claims at once.)
     #[serde(with = "humantime_serde")]
     pub claim_timeout: Duration,
+    /// How often the relay counts the unpublished rows. In between, the backlog is kept
+    /// incrementally (this process's commits added, its relay's acknowledged rows taken off),
+    /// so the count only corrects drift and takes in other replicas' rows.
+    #[serde(with = "humantime_serde")]
+    pub recount_interval: Duration,
 }
 
 impl Default for OutboxSettings {
@@ -172,6 +177,7 @@ impl Default for OutboxSettings {
             max_backoff: Duration::from_secs(5),
             quarantine_after: 5,
             claim_timeout: Duration::from_secs(60),
+            recount_interval: Duration::from_secs(10),
         }
     }
 }

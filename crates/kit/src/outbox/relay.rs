@@ -11,7 +11,8 @@
 //!
 //! **Flow.** Up to `outbox.batch_size` sends are in flight at once. As acks arrive they are
 //! marked published (the acks that arrived together in one statement) and the freed keys' next
-//! rows are claimed; nobody waits for the slowest send of a batch.
+//! rows are claimed; nobody waits for the slowest send of a batch. The backlog gauge is kept
+//! incrementally and recounted every `outbox.recount_interval`, so no round scans the backlog.
 //!
 //! **Failures.** A failed send backs off *its row* (`not_before`, doubling from
 //! `outbox.initial_backoff` to `outbox.max_backoff`); every other key keeps flowing. Which
@@ -153,6 +154,7 @@ impl Relay {
         // Set while the database fails: the wait before trying it again.
         let mut db_backoff: Option<Duration> = None;
         let mut last_count: Option<Instant> = None;
+        let mut last_oldest = Instant::now();
         let mut last_prune = Instant::now();
         loop {
             let stopping = token.is_cancelled();
@@ -162,6 +164,7 @@ impl Relay {
             if !unmarked.is_empty() {
                 match self.outbox.mark_published(&unmarked).await {
                     Ok(()) => {
+                        self.outbox.published(unmarked.len());
                         unmarked.clear();
                         db_backoff = None;
                     }
@@ -185,10 +188,16 @@ impl Relay {
                     Err(err) => self.database_failed(&mut db_backoff, &err, "claim"),
                 }
             }
-            if last_count.is_none_or(|at| at.elapsed() >= self.settings.poll_interval) {
+            if last_count.is_none_or(|at| at.elapsed() >= self.settings.recount_interval) {
                 last_count = Some(Instant::now());
+                last_oldest = Instant::now();
                 if let Err(err) = self.outbox.refresh_backlog().await {
                     tracing::warn!(error = %err, "cannot count the outbox backlog");
+                }
+            } else if last_oldest.elapsed() >= self.settings.poll_interval {
+                last_oldest = Instant::now();
+                if let Err(err) = self.outbox.refresh_oldest().await {
+                    tracing::warn!(error = %err, "cannot read the outbox's oldest row");
                 }
             }
             if last_prune.elapsed() >= self.settings.prune_interval {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::Notify;
 
 use crate::db::{Backend, Migration, migrate, now_millis};
@@ -87,8 +87,10 @@ const QUARANTINE_COLUMNS: &str = "
     ALTER TABLE spine_outbox ADD COLUMN quarantined_at BIGINT;
     CREATE INDEX spine_outbox_quarantined ON spine_outbox (id) WHERE quarantined_at IS NOT NULL;";
 
-/// Unpublished rows as the relay last counted them, plus what was enqueued since. Cheap to
-/// read on every request.
+/// Unpublished rows, kept incrementally: rows committed in this process are added, rows its
+/// relay marked published are taken off, and the relay recounts the table every
+/// `outbox.recount_interval` (which also takes in other replicas' rows). Cheap to read on
+/// every request.
 #[derive(Debug, Default)]
 pub struct Backlog {
     rows: AtomicI64,
@@ -202,19 +204,27 @@ impl Outbox {
         &self.backlog
     }
 
-    /// Counts the unpublished rows and updates the backlog and its gauges.
+    /// Takes `rows` off the backlog: rows the relay marked published (or one discarded).
+    pub(super) fn published(&self, rows: usize) {
+        let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+        let _ = self
+            .backlog
+            .rows
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some((left - rows).max(0))
+            });
+        metrics::gauge!("spine_outbox_backlog_rows").set(self.backlog.rows() as f64);
+    }
+
+    /// Counts the unpublished and the quarantined rows, and updates the backlog and its
+    /// gauges. A scan of the backlog (an index-only one, when the visibility map allows): the
+    /// relay runs it every `outbox.recount_interval`, not per claim.
     pub async fn refresh_backlog(&self) -> Result<(), sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT COUNT(*), MIN(created_at) FROM spine_outbox WHERE published_at IS NULL",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let rows: i64 = row.try_get(0)?;
-        let oldest: Option<i64> = row.try_get(1)?;
+        let rows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM spine_outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
         self.backlog.rows.store(rows, Ordering::Relaxed);
-        self.backlog
-            .oldest_created_at
-            .store(oldest.unwrap_or(0), Ordering::Relaxed);
         metrics::gauge!("spine_outbox_backlog_rows").set(rows as f64);
         let quarantined: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM spine_outbox
@@ -223,6 +233,20 @@ impl Outbox {
         .fetch_one(&self.pool)
         .await?;
         metrics::gauge!("spine_outbox_quarantined_rows").set(quarantined as f64);
+        self.refresh_oldest().await
+    }
+
+    /// Reads the age of the oldest unpublished row (the first of the unpublished index, not a
+    /// scan) and updates its gauge. The relay runs it every `outbox.poll_interval`.
+    pub async fn refresh_oldest(&self) -> Result<(), sqlx::Error> {
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT created_at FROM spine_outbox WHERE published_at IS NULL ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        self.backlog
+            .oldest_created_at
+            .store(oldest.unwrap_or(0), Ordering::Relaxed);
         metrics::gauge!("spine_outbox_oldest_age_seconds")
             .set(self.backlog.oldest_age().as_secs_f64());
         Ok(())
@@ -262,12 +286,17 @@ impl Outbox {
     /// event is lost to consumers: save it first (docs/runbook.md). Returns whether such a
     /// quarantined row existed.
     pub async fn discard(&self, id: i64) -> Result<bool, sqlx::Error> {
-        self.on_quarantined(
-            "DELETE FROM spine_outbox
-             WHERE id = $1 AND quarantined_at IS NOT NULL AND published_at IS NULL",
-            id,
-        )
-        .await
+        let discarded = self
+            .on_quarantined(
+                "DELETE FROM spine_outbox
+                 WHERE id = $1 AND quarantined_at IS NOT NULL AND published_at IS NULL",
+                id,
+            )
+            .await?;
+        if discarded {
+            self.published(1);
+        }
+        Ok(discarded)
     }
 
     /// Runs `sql` on quarantined row `id` and wakes the relay, whose next claim may now include

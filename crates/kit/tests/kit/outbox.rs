@@ -22,6 +22,7 @@ spine_kit::on_sqlite_and_postgres!(
     a_released_row_is_published_and_its_key_follows_in_order,
     a_relay_stopped_during_an_outage_leaves_its_rows_to_the_next_one_at_once,
     a_commit_through_the_spines_pool_counts_in_the_backlog_and_wakes_the_relay,
+    keys_stuck_at_the_front_do_not_hide_the_keys_behind_them,
 );
 
 mod postgres_other_replica {
@@ -378,6 +379,39 @@ async fn an_oversize_row_is_quarantined_while_other_keys_flow_and_its_key_waits_
     relay.await.unwrap().unwrap();
     assert_eq!(received.len(), 8, "each publishable row once");
     assert_eq!(per_key(&received)["big"], vec![0, 2, 3]);
+}
+
+/// The relay reads the unpublished rows in windows (of at most 2,000): a key held at the front
+/// by a row it can't send, with more rows behind it than a window holds, must not stop the
+/// keys behind them.
+async fn keys_stuck_at_the_front_do_not_hide_the_keys_behind_them(backend: Backend) {
+    const HELD: usize = 2_500;
+    let fx = Fixture::new(settings()).await;
+    let (_db, outbox) = open(backend).await;
+    write(&outbox, &oversize(&fx.topic, "big"), true).await;
+    let mut tx = outbox.pool().begin().await.unwrap();
+    for seq in 0..HELD {
+        outbox
+            .enqueue(&mut tx, &row(&fx.topic, "big", seq))
+            .await
+            .unwrap();
+    }
+    for seq in 0..3 {
+        outbox
+            .enqueue(&mut tx, &row(&fx.topic, "small", seq))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    outbox.committed(HELD as i64 + 3);
+    let (token, relay) = start_relay(&outbox, &fx.settings);
+
+    let received = read_settled(&fx.settings, &fx.topic, 3, Duration::from_secs(30));
+    token.cancel();
+    relay.await.unwrap().unwrap();
+    let keys = per_key(&received);
+    assert_eq!(keys["small"], vec![0, 1, 2], "the key behind flows");
+    assert!(!keys.contains_key("big"), "the held key waits: {keys:?}");
 }
 
 async fn a_released_row_is_published_and_its_key_follows_in_order(backend: Backend) {
