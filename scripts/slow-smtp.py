@@ -4,7 +4,9 @@ Each DATA is answered after a uniformly random 300-800 ms (--min-ms, --max-ms); 
 (--fail-rate, 0.1) get a transient `451 4.3.0` instead of 250, as a throttling provider would.
 Messages are counted, not stored. Every second, and at exit, the counts are written as JSON to
 --stats: {"accepted", "transient_failures", "sessions"}. Prints READY once listening; runs until
-killed (SIGTERM or SIGINT).
+killed (SIGTERM or SIGINT). --backlog sets the listen queue (100, asyncio's default): hundreds of
+clients connecting at once overflow a short queue, and a connection dropped from it hangs the
+client until its timeout.
 """
 
 import argparse
@@ -21,6 +23,23 @@ try:
 except ImportError:
     print("aiosmtpd is missing: scripts/setup installs it", file=sys.stderr)
     sys.exit(3)
+
+
+class BacklogController(Controller):
+    """aiosmtpd's Controller with the listen queue's length given."""
+
+    def __init__(self, *args, backlog, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backlog = backlog
+
+    def _create_server(self):
+        return self.loop.create_server(
+            self._factory_invoker,
+            host=self.hostname,
+            port=self.port,
+            ssl=self.ssl_context,
+            backlog=self.backlog,
+        )
 
 
 class SlowFlakyHandler:
@@ -58,9 +77,12 @@ def main():
     parser.add_argument("--max-ms", type=int, default=800)
     parser.add_argument("--fail-rate", type=float, default=0.1)
     parser.add_argument("--stats", required=True)
+    parser.add_argument("--backlog", type=int, default=100)
     args = parser.parse_args()
     handler = SlowFlakyHandler(args.min_ms, args.max_ms, args.fail_rate)
-    controller = Controller(handler, hostname="127.0.0.1", port=args.port)
+    controller = BacklogController(
+        handler, hostname="127.0.0.1", port=args.port, backlog=args.backlog
+    )
     controller.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

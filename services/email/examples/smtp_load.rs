@@ -11,7 +11,8 @@
 //! Options: `--mails N` (5000), `--concurrency N` (512, the deployed
 //! `kafka.consumer.max_in_flight`), `--delay-ms N` (0: the server answers each DATA at once),
 //! `--fail-rate F` (0.1, the share of mails the server defers with 451, retried in place as
-//! `email.smtp_transient_retries` says), `--pool-size N` (ignored: one connection per mail). Needs aiosmtpd
+//! `email.smtp_transient_retries` says), `--pool-size N` (`email.smtp_pool_size`: unset, one
+//! pooled connection per mail in flight; 0, one connection per mail). Needs aiosmtpd
 //! (scripts/setup). A timing tool, not a test: nothing is asserted.
 
 use std::io::{BufRead, BufReader};
@@ -99,6 +100,9 @@ fn start_server(options: &Options, stats: &std::path::Path) -> Server {
         .args(["--min-ms", &options.delay_ms.to_string()])
         .args(["--max-ms", &options.delay_ms.to_string()])
         .args(["--fail-rate", &options.fail_rate.to_string()])
+        // Room for every client connecting at once: asyncio's default queue of 100 overflows,
+        // and a connection dropped from it hangs until `email.smtp_timeout`.
+        .args(["--backlog", "1024"])
         .arg("--stats")
         .arg(stats)
         .stdout(Stdio::piped())
@@ -119,14 +123,15 @@ async fn main() {
     let stats = dir.path().join("stats.json");
     let server = start_server(&options, &stats);
 
-    let settings = EmailSettings {
+    let mut settings = EmailSettings {
         transport: TransportKind::Smtp,
         smtp_host: "127.0.0.1".into(),
         smtp_port: server.port,
         smtp_timeout: Duration::from_secs(30),
         ..EmailSettings::default()
     };
-    let mailer = SmtpMailer::new(&settings).unwrap();
+    settings.smtp_pool_size = options.pool_size;
+    let mailer = SmtpMailer::new(&settings, options.concurrency).unwrap();
     let from: Mailbox = "Spine Shop <orders@spine.local>".parse().unwrap();
     // Built before the clock starts: the run measures the hand-over, not the rendering.
     let mails: Vec<_> = (0..options.mails)
@@ -135,7 +140,10 @@ async fn main() {
                 uuid::Uuid::now_v7(),
                 "customer",
                 format!("customer{i}@example.com"),
-                vec![LineItem::new("SKU-1", 2, 1250), LineItem::new("SKU-2", 1, 990)],
+                vec![
+                    LineItem::new("SKU-1", 2, 1250),
+                    LineItem::new("SKU-2", 1, 990),
+                ],
                 "EUR",
             );
             let mail = spine_email::templates::order_confirmed(&OrderConfirmed::of(&placed));
@@ -193,7 +201,9 @@ async fn main() {
     );
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     for failure in &failures {
-        *kinds.entry(failure.chars().take(120).collect()).or_default() += 1;
+        *kinds
+            .entry(failure.chars().take(120).collect())
+            .or_default() += 1;
     }
     for (kind, count) in kinds {
         println!("failed {count}x: {kind}");

@@ -67,7 +67,7 @@ impl Application {
             .from
             .parse()
             .with_context(|| format!("invalid setting email.from: {:?}", email.from))?;
-        let mailer = mailer::from_settings(email)?;
+        let mailer = mailer::from_settings(email, settings.kafka.consumer.max_in_flight)?;
         let (pool, backend) = spine_kit::db::connect(&settings.database)
             .await
             .context("connecting the database (database.url)")?;

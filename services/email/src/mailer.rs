@@ -6,22 +6,29 @@
 //! failure, a failed TLS handshake, no STARTTLS offered, which name the settings to check); a
 //! permanent one never will (an SMTP 5xx about this mail, such as an unknown recipient; an
 //! invalid address).
+//! SMTP sessions are kept open between mails ([`pool`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::{Category, Code, Severity};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
+
+use self::pool::SessionPool;
 
 use crate::settings::{EmailSettings, SmtpTls, TransportKind};
 use crate::templates::Mail;
+
+mod pool;
 
 /// Why a mail was not handed over. The message holds the cause's own (lettre's includes its
 /// source), so the cause is not also a `source()`: chains printed with `{:#}` (the runner's
@@ -45,8 +52,13 @@ pub trait Mailer: Send + Sync + 'static {
     -> BoxFuture<'a, Result<(), MailError>>;
 }
 
-/// Builds the mailer that `settings.transport` names.
-pub fn from_settings(settings: &EmailSettings) -> anyhow::Result<Arc<dyn Mailer>> {
+/// Builds the mailer that `settings.transport` names. `max_in_flight` is the most mails
+/// handed over at once (the consumer's `kafka.consumer.max_in_flight`): SMTP keeps that many
+/// sessions open unless `email.smtp_pool_size` says otherwise.
+pub fn from_settings(
+    settings: &EmailSettings,
+    max_in_flight: usize,
+) -> anyhow::Result<Arc<dyn Mailer>> {
     Ok(match settings.transport {
         TransportKind::File => {
             std::fs::create_dir_all(&settings.outbox_dir).map_err(|e| {
@@ -59,7 +71,7 @@ pub fn from_settings(settings: &EmailSettings) -> anyhow::Result<Arc<dyn Mailer>
                 dir: settings.outbox_dir.clone(),
             })
         }
-        TransportKind::Smtp => Arc::new(SmtpMailer::new(settings)?),
+        TransportKind::Smtp => Arc::new(SmtpMailer::new(settings, max_in_flight)?),
     })
 }
 
@@ -119,9 +131,17 @@ impl Mailer for FileMailer {
 }
 
 /// SMTP, plain or over TLS (STARTTLS or implicit, `email.smtp_tls`), authenticating when
-/// credentials are set; one connection per mail.
+/// credentials are set. A session (connection, EHLO, TLS, AUTH) serves one mail after another:
+/// it goes back to a pool after each accepted mail and is closed after any failure.
 pub struct SmtpMailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    /// The EHLO name: this host's name, as lettre's transport says it.
+    hello_name: ClientId,
+    /// STARTTLS or implicit TLS (as `tls` says), none for plain SMTP.
+    tls_parameters: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    sessions: Arc<SessionPool>,
     timeout: Duration,
     /// Extra hand-overs of a mail the server deferred with a 4xx reply.
     transient_retries: u32,
@@ -130,57 +150,60 @@ pub struct SmtpMailer {
 }
 
 impl SmtpMailer {
-    /// A mailer for `smtp_host:smtp_port`. Checks what can be checked before the first mail:
+    /// A mailer for `smtp_host:smtp_port`, keeping up to `email.smtp_pool_size` (else
+    /// `max_in_flight`) sessions open. Checks what can be checked before the first mail:
     /// credentials set by halves, an unreadable or empty `smtp_ca_file`, a server name that
     /// is no host name. The password goes into lettre's credentials only (their `Debug`
     /// prints nothing) and into no message.
-    pub fn new(settings: &EmailSettings) -> anyhow::Result<Self> {
+    pub fn new(settings: &EmailSettings, max_in_flight: usize) -> anyhow::Result<Self> {
         let tls = settings.tls();
         let server_name = settings
             .smtp_tls_server_name
             .clone()
             .unwrap_or_else(|| settings.smtp_host.clone());
-        let mut builder =
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.smtp_host.as_str())
-                .port(settings.smtp_port)
-                .timeout(Some(settings.smtp_timeout));
-        match tls {
+        let tls_parameters = match tls {
             SmtpTls::None => {
                 if settings.smtp_ca_file.is_some() || settings.smtp_tls_server_name.is_some() {
                     tracing::warn!(
                         "email.smtp_ca_file / email.smtp_tls_server_name are ignored: email.smtp_tls is none"
                     );
                 }
+                None
             }
-            SmtpTls::Starttls => {
-                builder = builder.tls(Tls::Required(tls_parameters(settings, &server_name)?));
-            }
-            SmtpTls::Implicit => {
-                builder = builder.tls(Tls::Wrapper(tls_parameters(settings, &server_name)?));
-            }
-        }
-        match (&settings.smtp_username, &settings.smtp_password) {
+            SmtpTls::Starttls | SmtpTls::Implicit => Some(tls_parameters(settings, &server_name)?),
+        };
+        let credentials = match (&settings.smtp_username, &settings.smtp_password) {
             (Some(user), Some(password)) => {
                 if tls == SmtpTls::None {
                     tracing::warn!(
                         "email.smtp_tls is none: the SMTP credentials go over the network in clear"
                     );
                 }
-                builder = builder.credentials(Credentials::new(
+                Some(Credentials::new(
                     user.clone(),
                     password.expose_secret().to_owned(),
-                ));
+                ))
             }
-            (None, None) => {}
+            (None, None) => None,
             (Some(_), None) => anyhow::bail!(
                 "email.smtp_username is set but email.smtp_password is not (SPINE__EMAIL__SMTP_PASSWORD)"
             ),
             (None, Some(_)) => anyhow::bail!(
                 "email.smtp_password is set but email.smtp_username is not (SPINE__EMAIL__SMTP_USERNAME)"
             ),
-        }
+        };
+        let pool_size = settings.smtp_pool_size.unwrap_or(max_in_flight);
         Ok(Self {
-            transport: builder.build(),
+            host: settings.smtp_host.clone(),
+            port: settings.smtp_port,
+            hello_name: ClientId::default(),
+            tls_parameters,
+            credentials,
+            sessions: Arc::new(SessionPool::new(
+                pool_size,
+                settings.smtp_pool_idle_timeout,
+                settings.smtp_timeout,
+            )),
             timeout: settings.smtp_timeout,
             transient_retries: settings.smtp_transient_retries,
             tls,
@@ -313,9 +336,11 @@ impl Mailer for SmtpMailer {
         message: Message,
     ) -> BoxFuture<'a, Result<(), MailError>> {
         Box::pin(async move {
+            let envelope = message.envelope().clone();
+            let formatted = message.formatted();
             let mut retries = 0;
             loop {
-                let result = self.send_once(message.clone()).await;
+                let result = self.send_once(&envelope, &formatted).await;
                 match &result {
                     Err(MailError::Transient(err))
                         if retries < self.transient_retries && is_deferred(err.as_ref()) =>
@@ -343,12 +368,13 @@ fn is_deferred(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
 }
 
 impl SmtpMailer {
-    /// One hand-over of `message`, classified.
-    async fn send_once(&self, message: Message) -> Result<(), MailError> {
+    /// One hand-over of a message, classified.
+    async fn send_once(&self, envelope: &Envelope, email: &[u8]) -> Result<(), MailError> {
         {
-            // lettre's tokio transport bounds only the TCP connect with its timeout; a server
-            // that accepts the connection and then stops answering would hold the send forever.
-            match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            // lettre bounds only the TCP connect with its timeout; a server that accepts the
+            // connection and then stops answering would hold the send forever. The session
+            // in use is dropped with the hand-over, never parked again (see `pool`).
+            match tokio::time::timeout(self.timeout, self.hand_over(envelope, email)).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(err)) => match self.diagnose(&err) {
                     Some(misconfigured) => Err(MailError::Transient(Box::new(misconfigured))),
@@ -368,6 +394,76 @@ impl SmtpMailer {
                 )),
             }
         }
+    }
+
+    /// Hands the message over on an idle session if there is one, else on a new one; the
+    /// session goes back to the pool once the server accepted the mail.
+    ///
+    /// An idle session may have been closed by the server meanwhile (its idle timeout, a
+    /// restart, a limit of mails per connection): that shows as a dropped connection, a cut
+    /// reply or a `421` (closing), never as anything about the mail, so the mail is handed
+    /// over again at once on a new connection rather than failed. If the server dropped the
+    /// session only after the data went out, it may have kept the mail: the second hand-over
+    /// resends it with the same Message-ID, as the consumer's retry of the failure would.
+    async fn hand_over(
+        &self,
+        envelope: &Envelope,
+        email: &[u8],
+    ) -> Result<(), lettre::transport::smtp::Error> {
+        if let Some(mut session) = self.sessions.take() {
+            match session.send(envelope, email).await {
+                Ok(_) => {
+                    self.sessions.park(session).await;
+                    return Ok(());
+                }
+                Err(err) if !session_was_stale(&err) => return Err(err),
+                Err(err) => {
+                    tracing::debug!(error = %err, "idle SMTP session gone; handing over on a new one");
+                }
+            }
+        }
+        let mut session = self.connect().await?;
+        session.send(envelope, email).await?;
+        self.sessions.park(session).await;
+        Ok(())
+    }
+
+    /// A new session: connected (TLS from the first byte with `implicit`), greeted, upgraded
+    /// with STARTTLS (required: a server not offering it is an error), authenticated, as
+    /// lettre's transport does it.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let implicit = match self.tls {
+            SmtpTls::Implicit => self.tls_parameters.clone(),
+            SmtpTls::None | SmtpTls::Starttls => None,
+        };
+        let mut session = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &self.hello_name,
+            implicit,
+            None,
+        )
+        .await?;
+        if let (SmtpTls::Starttls, Some(parameters)) = (self.tls, &self.tls_parameters) {
+            session
+                .starttls(parameters.clone(), &self.hello_name)
+                .await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            session.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(session)
+    }
+}
+
+/// Whether a failure on a reused session says the session was gone rather than anything
+/// about the mail: the connection dropped or the reply cut off (no reply code, and not a
+/// refusal of lettre's own such as a non-ASCII address to a server without SMTPUTF8), or
+/// `421`, the server closing the channel.
+fn session_was_stale(err: &lettre::transport::smtp::Error) -> bool {
+    match err.status() {
+        Some(code) => u16::from(code) == 421,
+        None => !err.is_client(),
     }
 }
 
@@ -464,7 +560,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         }; // closed again: connections are refused
-        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5))).unwrap();
+        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5)), 4).unwrap();
         let (mail, message) = a_mail();
 
         let err = mailer.send(&mail, message).await.unwrap_err();
@@ -478,7 +574,7 @@ mod tests {
         // like a frozen server.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = silent.local_addr().unwrap().port();
-        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_millis(300))).unwrap();
+        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_millis(300)), 4).unwrap();
         let (mail, message) = a_mail();
 
         let sent = tokio::time::timeout(Duration::from_secs(60), mailer.send(&mail, message))
@@ -491,19 +587,49 @@ mod tests {
         drop(silent);
     }
 
-    /// A minimal SMTP server on a free port that answers the end of the first `defer` mails'
-    /// data with `451` and takes the rest. Returns its port and the count of data sections
-    /// it received.
-    async fn deferring_server(defer: usize) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+    /// How the test server behaves.
+    #[derive(Clone, Copy, Default)]
+    struct Behaviour {
+        /// Answers the end of the first this many mails' data with `451`.
+        defer: usize,
+        /// Closes the connection, without a word, after each accepted mail (as a server
+        /// does to a session idle past its timeout).
+        close_after_each_mail: bool,
+        /// Holds the reply to the first mail's data this long.
+        stall_first_reply: Option<Duration>,
+    }
+
+    /// What the test server saw.
+    #[derive(Clone, Default)]
+    struct Seen {
+        /// Data sections received.
+        datas: Arc<std::sync::atomic::AtomicUsize>,
+        /// Connections accepted.
+        connections: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Seen {
+        fn datas(&self) -> usize {
+            self.datas.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn connections(&self) -> usize {
+            self.connections.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// A minimal SMTP server on a free port. Returns its port and what it saw.
+    async fn test_server(behaviour: Behaviour) -> (u16, Seen) {
+        use std::sync::atomic::Ordering;
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let datas = Arc::new(AtomicUsize::new(0));
-        let counter = datas.clone();
+        let seen = Seen::default();
+        let counters = seen.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let counter = counter.clone();
+                counters.connections.fetch_add(1, Ordering::SeqCst);
+                let counters = counters.clone();
                 tokio::spawn(async move {
                     let (read, mut write) = stream.into_split();
                     let mut lines = BufReader::new(read).lines();
@@ -515,8 +641,15 @@ mod tests {
                                 continue;
                             }
                             in_data = false;
-                            if counter.fetch_add(1, Ordering::SeqCst) < defer {
+                            let n = counters.datas.fetch_add(1, Ordering::SeqCst);
+                            if let (0, Some(stall)) = (n, behaviour.stall_first_reply) {
+                                tokio::time::sleep(stall).await;
+                            }
+                            if n < behaviour.defer {
                                 b"451 4.3.0 try again later\r\n"
+                            } else if behaviour.close_after_each_mail {
+                                write.write_all(b"250 2.0.0 queued\r\n").await?;
+                                break;
                             } else {
                                 b"250 2.0.0 queued\r\n"
                             }
@@ -541,13 +674,23 @@ mod tests {
                 });
             }
         });
-        (port, datas)
+        (port, seen)
+    }
+
+    /// A server that answers the end of the first `defer` mails' data with `451` and takes
+    /// the rest.
+    async fn deferring_server(defer: usize) -> (u16, Seen) {
+        test_server(Behaviour {
+            defer,
+            ..Behaviour::default()
+        })
+        .await
     }
 
     #[tokio::test]
     async fn a_mail_the_server_defers_is_handed_over_again_in_place() {
-        let (port, datas) = deferring_server(2).await;
-        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5))).unwrap();
+        let (port, seen) = deferring_server(2).await;
+        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5)), 4).unwrap();
         let (mail, message) = a_mail();
 
         mailer
@@ -555,27 +698,118 @@ mod tests {
             .await
             .expect("taken on the third try");
 
-        assert_eq!(datas.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(seen.datas(), 3);
     }
 
     #[tokio::test]
     async fn a_mail_deferred_past_the_retries_is_transient() {
-        let (port, datas) = deferring_server(usize::MAX).await;
+        let (port, seen) = deferring_server(usize::MAX).await;
         let settings = EmailSettings {
             smtp_transient_retries: 2,
             ..smtp_settings(port, Duration::from_secs(5))
         };
-        let mailer = SmtpMailer::new(&settings).unwrap();
+        let mailer = SmtpMailer::new(&settings, 4).unwrap();
         let (mail, message) = a_mail();
 
         let err = mailer.send(&mail, message).await.unwrap_err();
 
         assert!(matches!(err, MailError::Transient(_)), "{err}");
         assert!(err.to_string().contains("451"), "{err}");
+        assert_eq!(seen.datas(), 3, "the first try and two retries");
+    }
+
+    /// Sends `count` mails one after the other.
+    async fn send_in_turn(mailer: &SmtpMailer, count: usize) -> Result<(), MailError> {
+        for _ in 0..count {
+            let (mail, message) = a_mail();
+            mailer.send(&mail, message).await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn mails_one_after_the_other_share_one_session() {
+        let (port, seen) = test_server(Behaviour::default()).await;
+        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5)), 4).unwrap();
+
+        send_in_turn(&mailer, 3).await.expect("all taken");
+
+        assert_eq!(seen.datas(), 3);
+        assert_eq!(seen.connections(), 1, "one session for the three mails");
+    }
+
+    #[tokio::test]
+    async fn a_pool_of_size_zero_connects_once_per_mail() {
+        let (port, seen) = test_server(Behaviour::default()).await;
+        let settings = EmailSettings {
+            smtp_pool_size: Some(0),
+            ..smtp_settings(port, Duration::from_secs(5))
+        };
+        let mailer = SmtpMailer::new(&settings, 4).unwrap();
+
+        send_in_turn(&mailer, 3).await.expect("all taken");
+
+        assert_eq!(seen.datas(), 3);
+        assert_eq!(seen.connections(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_session_the_server_closed_while_idle_costs_no_mail() {
+        let (port, seen) = test_server(Behaviour {
+            close_after_each_mail: true,
+            ..Behaviour::default()
+        })
+        .await;
+        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5)), 4).unwrap();
+
+        send_in_turn(&mailer, 3)
+            .await
+            .expect("each mail goes out on a new connection, none fails");
+
+        assert_eq!(seen.datas(), 3);
+        assert_eq!(seen.connections(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_hand_over_timed_out_is_not_used_again() {
+        // The first mail's reply comes after the timeout: had its session gone back to the
+        // pool, the next mail would read that late 250 as the answer to its own MAIL FROM,
+        // and every reply after it one step off.
+        let (port, seen) = test_server(Behaviour {
+            stall_first_reply: Some(Duration::from_millis(1500)),
+            defer: 0,
+            close_after_each_mail: false,
+        })
+        .await;
+        let settings = EmailSettings {
+            smtp_transient_retries: 0,
+            ..smtp_settings(port, Duration::from_millis(500))
+        };
+        let mailer = SmtpMailer::new(&settings, 4).unwrap();
+        let (mail, message) = a_mail();
+        let err = mailer.send(&mail, message).await.unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+
+        send_in_turn(&mailer, 2)
+            .await
+            .expect("taken on a new session");
+
+        assert_eq!(seen.datas(), 3);
         assert_eq!(
-            datas.load(std::sync::atomic::Ordering::SeqCst),
-            3,
-            "the first try and two retries"
+            seen.connections(),
+            2,
+            "the timed-out session closed, the next two mails on a new one"
         );
+    }
+
+    #[tokio::test]
+    async fn a_deferred_mail_closes_its_session_and_the_retry_opens_a_new_one() {
+        let (port, seen) = deferring_server(1).await;
+        let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5)), 4).unwrap();
+
+        send_in_turn(&mailer, 2).await.expect("taken");
+
+        assert_eq!(seen.datas(), 3, "451, then the retry, then the second mail");
+        assert_eq!(seen.connections(), 2);
     }
 }

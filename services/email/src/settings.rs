@@ -149,6 +149,19 @@ pub struct EmailSettings {
     /// that defers them all still stalls the group after these few tries. Connection failures
     /// and timeouts are not retried here: they are outages at once. 0 turns it off.
     pub smtp_transient_retries: u32,
+    /// `smtp`: the most SMTP sessions (connection, EHLO, TLS, AUTH done) kept open between
+    /// mails, so that a mail costs its MAIL, RCPT and DATA only. Unset: one per mail the
+    /// consumer runs at once (`kafka.consumer.max_in_flight`), so that a steady stream never
+    /// opens a new connection. 0 opens a connection per mail and closes it after (for a server
+    /// that limits sessions or mails per connection badly); sessions beyond the pool's size
+    /// are closed after their mail. A session closed by the server while idle costs no mail:
+    /// the mail goes out on a new connection.
+    pub smtp_pool_size: Option<usize>,
+    /// `smtp`: how long a session may stay idle in the pool before it is closed (with a
+    /// QUIT). Below the server's own idle timeout (RFC 5321 asks servers for 5 minutes; some
+    /// providers cut sooner), so that we leave first.
+    #[serde(with = "humantime_serde")]
+    pub smtp_pool_idle_timeout: Duration,
 }
 
 impl Default for EmailSettings {
@@ -167,6 +180,8 @@ impl Default for EmailSettings {
             smtp_password: None,
             smtp_timeout: Duration::from_secs(10),
             smtp_transient_retries: 3,
+            smtp_pool_size: None,
+            smtp_pool_idle_timeout: Duration::from_secs(30),
         }
     }
 }

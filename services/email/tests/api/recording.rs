@@ -63,13 +63,16 @@ async fn a_mail_whose_recording_fails_is_recorded_by_the_retry_without_a_second_
     let store = EmailStore::new(Outbox::new(pool.clone(), backend).await.unwrap())
         .await
         .unwrap();
-    let mailer = mailer::from_settings(&EmailSettings {
-        transport: TransportKind::Smtp,
-        smtp_host: "127.0.0.1".into(),
-        smtp_port: smtp.port,
-        smtp_timeout: Duration::from_secs(10),
-        ..EmailSettings::default()
-    })
+    let mailer = mailer::from_settings(
+        &EmailSettings {
+            transport: TransportKind::Smtp,
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: smtp.port,
+            smtp_timeout: Duration::from_secs(10),
+            ..EmailSettings::default()
+        },
+        4,
+    )
     .unwrap();
     let from: Mailbox = "Spine Shop <orders@spine.local>".parse().unwrap();
     let handler = OrderMails::new(store, Arc::clone(&mailer), from);

@@ -42,7 +42,7 @@ fn secured(smtp: &SmtpServer, tls: SmtpTls, ca: Option<&TestCa>, password: &str)
 
 /// Sends one confirmation to `to` through a mailer made from `settings`.
 async fn send_one(settings: &EmailSettings, to: &str) -> Result<(), MailError> {
-    let mailer = mailer::from_settings(settings).expect("the settings are valid");
+    let mailer = mailer::from_settings(settings, 4).expect("the settings are valid");
     let mail = spine_email::templates::order_confirmed(&OrderConfirmed::of(&placed(to)));
     let from: Mailbox = "Spine Shop <orders@spine.local>".parse().unwrap();
     let message = build_message(&from, &mail).unwrap();
@@ -122,12 +122,10 @@ async fn a_wrong_password_is_an_outage_naming_the_settings_and_never_the_passwor
     let store = EmailStore::new(Outbox::new(pool.clone(), backend).await.unwrap())
         .await
         .unwrap();
-    let mailer = mailer::from_settings(&secured(
-        &smtp,
-        SmtpTls::Starttls,
-        Some(&ca),
-        WRONG_PASSWORD,
-    ))
+    let mailer = mailer::from_settings(
+        &secured(&smtp, SmtpTls::Starttls, Some(&ca), WRONG_PASSWORD),
+        4,
+    )
     .unwrap();
     let from: Mailbox = "Spine Shop <orders@spine.local>".parse().unwrap();
     let handler = OrderMails::new(store, Arc::clone(&mailer), from);
@@ -337,7 +335,7 @@ fn misconfigured_credentials_or_ca_file_stop_the_startup_naming_the_setting() {
         smtp_tls: Some(SmtpTls::Starttls),
         ..EmailSettings::default()
     };
-    let error = |settings: EmailSettings| match mailer::from_settings(&settings) {
+    let error = |settings: EmailSettings| match mailer::from_settings(&settings, 4) {
         Ok(_) => panic!("accepted"),
         Err(err) => format!("{err:#}"),
     };
@@ -363,9 +361,12 @@ fn misconfigured_credentials_or_ca_file_stop_the_startup_naming_the_setting() {
         "{not_pem}"
     );
 
-    mailer::from_settings(&EmailSettings {
-        smtp_ca_file: Some(ca.ca_file()),
-        ..base
-    })
+    mailer::from_settings(
+        &EmailSettings {
+            smtp_ca_file: Some(ca.ca_file()),
+            ..base
+        },
+        4,
+    )
     .expect("a PEM CA file is taken");
 }
