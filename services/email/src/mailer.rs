@@ -6,7 +6,7 @@
 //! failure, a failed TLS handshake, no STARTTLS offered, which name the settings to check); a
 //! permanent one never will (an SMTP 5xx about this mail, such as an unknown recipient; an
 //! invalid address).
-//! SMTP sessions are kept open between mails ([`pool`]).
+//! SMTP sessions are kept open between mails (`mailer/pool.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail as MailFrom, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::{Category, Code, Severity};
 use secrecy::ExposeSecret;
@@ -132,7 +133,8 @@ impl Mailer for FileMailer {
 
 /// SMTP, plain or over TLS (STARTTLS or implicit, `email.smtp_tls`), authenticating when
 /// credentials are set. A session (connection, EHLO, TLS, AUTH) serves one mail after another:
-/// it goes back to a pool after each accepted mail and is closed after any failure.
+/// it goes back to a pool after each mail the server answered (accepted or refused), and is
+/// closed after anything else (see `finish`).
 pub struct SmtpMailer {
     host: String,
     port: u16,
@@ -396,8 +398,7 @@ impl SmtpMailer {
         }
     }
 
-    /// Hands the message over on an idle session if there is one, else on a new one; the
-    /// session goes back to the pool once the server accepted the mail.
+    /// Hands the message over on an idle session if there is one, else on a new one.
     ///
     /// An idle session may have been closed by the server meanwhile (its idle timeout, a
     /// restart, a limit of mails per connection): that shows as a dropped connection, a cut
@@ -411,21 +412,38 @@ impl SmtpMailer {
         email: &[u8],
     ) -> Result<(), lettre::transport::smtp::Error> {
         if let Some(mut session) = self.sessions.take() {
-            match session.send(envelope, email).await {
-                Ok(_) => {
-                    self.sessions.park(session).await;
-                    return Ok(());
-                }
-                Err(err) if !session_was_stale(&err) => return Err(err),
-                Err(err) => {
+            match transact(&mut session, envelope, email).await {
+                Err(err) if session_was_stale(&err) => {
                     tracing::debug!(error = %err, "idle SMTP session gone; handing over on a new one");
                 }
+                result => return self.finish(session, result).await,
             }
         }
         let mut session = self.connect().await?;
-        session.send(envelope, email).await?;
-        self.sessions.park(session).await;
-        Ok(())
+        let result = transact(&mut session, envelope, email).await;
+        self.finish(session, result).await
+    }
+
+    /// Parks `session` for the next mail after the server accepted this one, or after a reply
+    /// refusing it (a 4xx or 5xx other than `421`: the session is still in step, and `RSET`
+    /// clears the transaction), as an MTA keeps its session through a deferred recipient.
+    /// After anything else (a dropped connection, a garbled reply) it is closed: what the
+    /// server will read or answer next is unknown.
+    async fn finish(
+        &self,
+        mut session: AsyncSmtpConnection,
+        result: Result<(), lettre::transport::smtp::Error>,
+    ) -> Result<(), lettre::transport::smtp::Error> {
+        match &result {
+            Ok(()) => self.sessions.park(session).await,
+            Err(err) if err.status().is_some_and(|code| u16::from(code) != 421) => {
+                if session.command(Rset).await.is_ok() {
+                    self.sessions.park(session).await;
+                }
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     /// A new session: connected (TLS from the first byte with `implicit`), greeted, upgraded
@@ -454,6 +472,33 @@ impl SmtpMailer {
         }
         Ok(session)
     }
+}
+
+/// One mail transaction on `session`: MAIL, RCPT, DATA and the data. Unlike lettre's
+/// `send`, a refusing reply leaves the session open (lettre says QUIT after any failure), so
+/// that a deferred mail does not cost a new connection. Mails or addresses that are not
+/// ASCII, which need SMTPUTF8 or 8BITMIME and lettre's checks that the server offers them, go
+/// through lettre's `send` (our templates' parts are encoded to ASCII).
+async fn transact(
+    session: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    email: &[u8],
+) -> Result<(), lettre::transport::smtp::Error> {
+    let ascii = |address: &lettre::Address| AsRef::<str>::as_ref(address).is_ascii();
+    if !email.is_ascii() || !envelope.from().is_none_or(ascii) || !envelope.to().iter().all(ascii) {
+        return session.send(envelope, email).await.map(drop);
+    }
+    session
+        .command(MailFrom::new(envelope.from().cloned(), vec![]))
+        .await?;
+    for recipient in envelope.to() {
+        session
+            .command(Rcpt::new(recipient.clone(), vec![]))
+            .await?;
+    }
+    session.command(Data).await?;
+    session.message(email).await?;
+    Ok(())
 }
 
 /// Whether a failure on a reused session says the session was gone rather than anything
@@ -803,13 +848,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_deferred_mail_closes_its_session_and_the_retry_opens_a_new_one() {
+    async fn a_deferred_mail_keeps_its_session_for_the_retry_and_the_next_mail() {
         let (port, seen) = deferring_server(1).await;
         let mailer = SmtpMailer::new(&smtp_settings(port, Duration::from_secs(5)), 4).unwrap();
 
         send_in_turn(&mailer, 2).await.expect("taken");
 
         assert_eq!(seen.datas(), 3, "451, then the retry, then the second mail");
-        assert_eq!(seen.connections(), 2);
+        assert_eq!(seen.connections(), 1);
     }
 }

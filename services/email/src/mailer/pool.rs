@@ -6,8 +6,8 @@
 //! mid-command, and the next mail on that connection would read the previous command's late
 //! reply as its own (every reply one step off, a 5xx meant for one mail taken by another).
 //! Here a session is owned by the hand-over using it and comes back only through
-//! [`SessionPool::park`] after a complete, successful exchange; a dropped hand-over closes its
-//! connection. lettre's pool also checks each connection with a NOOP before use, a round trip
+//! [`SessionPool::park`] once the server answered the mail (accepted, or refused and reset);
+//! a dropped hand-over closes its connection. lettre's pool also checks each connection with a NOOP before use, a round trip
 //! per mail; we check none, and the caller retries a reused session's failure once on a new
 //! connection instead (`SmtpMailer::hand_over`).
 
