@@ -651,6 +651,8 @@ mod tests {
         datas: Arc<std::sync::atomic::AtomicUsize>,
         /// Connections accepted.
         connections: Arc<std::sync::atomic::AtomicUsize>,
+        /// QUIT commands received.
+        quits: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl Seen {
@@ -660,6 +662,10 @@ mod tests {
 
         fn connections(&self) -> usize {
             self.connections.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn quits(&self) -> usize {
+            self.quits.load(std::sync::atomic::Ordering::SeqCst)
         }
     }
 
@@ -707,6 +713,7 @@ mod tests {
                                     b"354 go ahead\r\n"
                                 }
                                 "QUIT" => {
+                                    counters.quits.fetch_add(1, Ordering::SeqCst);
                                     write.write_all(b"221 bye\r\n").await?;
                                     break;
                                 }
@@ -856,5 +863,28 @@ mod tests {
 
         assert_eq!(seen.datas(), 3, "451, then the retry, then the second mail");
         assert_eq!(seen.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_session_idle_past_the_idle_timeout_is_closed_with_quit() {
+        let (port, seen) = test_server(Behaviour::default()).await;
+        let settings = EmailSettings {
+            smtp_pool_idle_timeout: Duration::from_millis(200),
+            ..smtp_settings(port, Duration::from_secs(5))
+        };
+        let mailer = SmtpMailer::new(&settings, 4).unwrap();
+        send_in_turn(&mailer, 1).await.expect("taken");
+
+        // The sweeper closes it with no mail going on; polled, not timed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while seen.quits() == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(seen.quits(), 1, "the idle session said goodbye");
+
+        send_in_turn(&mailer, 1)
+            .await
+            .expect("taken on a new session");
+        assert_eq!(seen.connections(), 2);
     }
 }
