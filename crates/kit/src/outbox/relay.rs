@@ -120,10 +120,12 @@ impl std::fmt::Display for SendError {
 
 impl Relay {
     /// A relay for `outbox`. A commit in this process ([`Outbox::committed`]) wakes it at
-    /// once; rows committed by other replicas are found within `outbox.poll_interval`.
+    /// once; rows committed by other replicas are found within `outbox.poll_interval`. Its
+    /// writes (claims, marks, failures, pruning) queue for the database's write gate as the
+    /// spine's ([`crate::db::Role::Spine`]), behind the API's, whichever pool `outbox` has.
     pub fn new(outbox: Outbox, publisher: Publisher, settings: OutboxSettings) -> Self {
         Self {
-            outbox,
+            outbox: outbox.with_role(crate::db::Role::Spine),
             publisher,
             settings,
         }
