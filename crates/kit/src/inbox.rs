@@ -53,10 +53,7 @@ impl Inbox {
     /// Starts the transaction of an event's effect and claims the event in it. Returns `None`
     /// when the event was already processed (the claim found a committed row). Commit the
     /// returned transaction only once the effect is written to it.
-    pub async fn begin(
-        &self,
-        event_id: &str,
-    ) -> Result<Option<WriteTx>, sqlx::Error> {
+    pub async fn begin(&self, event_id: &str) -> Result<Option<WriteTx>, sqlx::Error> {
         let mut tx = self.writer.begin().await?;
         let claimed = sqlx::query(
             "INSERT INTO spine_inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3)

@@ -296,7 +296,12 @@ impl WriteTx {
 
     /// Rolls back, then releases the gate.
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        let result = self.tx.take().expect("an open transaction").rollback().await;
+        let result = self
+            .tx
+            .take()
+            .expect("an open transaction")
+            .rollback()
+            .await;
         drop(self.permit.take());
         result
     }
@@ -387,7 +392,10 @@ mod tests {
         drop(held);
 
         assert_eq!(drain(&mut rx, 2).await, ["edge", "spine"]);
-        assert!(!gate.state.lock().unwrap().held, "the last writer released it");
+        assert!(
+            !gate.state.lock().unwrap().held,
+            "the last writer released it"
+        );
     }
 
     #[tokio::test]
@@ -492,7 +500,9 @@ mod tests {
                         if n % 2 == 0 {
                             // A transaction that reads, lets others run, then writes.
                             let mut tx = writer.begin().await?;
-                            sqlx::query("SELECT COUNT(*) FROM t").fetch_one(&mut *tx).await?;
+                            sqlx::query("SELECT COUNT(*) FROM t")
+                                .fetch_one(&mut *tx)
+                                .await?;
                             tokio::task::yield_now().await;
                             sqlx::query("INSERT INTO t (who, n) VALUES ($1, $2)")
                                 .bind(who)
@@ -516,7 +526,8 @@ mod tests {
         }
 
         while let Some(done) = tasks.join_next().await {
-            done.unwrap().expect("no writer meets another in SQLite's lock");
+            done.unwrap()
+                .expect("no writer meets another in SQLite's lock");
         }
         let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
             .fetch_one(&edge)
@@ -531,13 +542,24 @@ mod tests {
         let settings = sqlite_settings(&dir);
         let (edge, _) = crate::db::connect(&settings).await.unwrap();
         let spine = crate::db::connect_spine(&settings, &edge).await.unwrap();
-        sqlx::query("CREATE TABLE t (x BIGINT)").execute(&edge).await.unwrap();
-        let (a, b) = (Writer::new(edge.clone(), Role::Spine), Writer::new(spine, Role::Edge));
+        sqlx::query("CREATE TABLE t (x BIGINT)")
+            .execute(&edge)
+            .await
+            .unwrap();
+        let (a, b) = (
+            Writer::new(edge.clone(), Role::Spine),
+            Writer::new(spine, Role::Edge),
+        );
         let mut tx = a.begin().await.unwrap();
-        sqlx::query("INSERT INTO t (x) VALUES (1)").execute(&mut *tx).await.unwrap();
+        sqlx::query("INSERT INTO t (x) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
         let next = tokio::spawn(async move {
             let mut tx = b.begin().await?;
-            sqlx::query("INSERT INTO t (x) VALUES (2)").execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO t (x) VALUES (2)")
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await
         });
         while a.gate.as_ref().unwrap().waiting() == 0 {
@@ -546,8 +568,13 @@ mod tests {
 
         drop(tx);
 
-        next.await.unwrap().expect("began after the rollback, at busy_timeout = 0");
-        let xs: Vec<i64> = sqlx::query_scalar("SELECT x FROM t").fetch_all(&edge).await.unwrap();
+        next.await
+            .unwrap()
+            .expect("began after the rollback, at busy_timeout = 0");
+        let xs: Vec<i64> = sqlx::query_scalar("SELECT x FROM t")
+            .fetch_all(&edge)
+            .await
+            .unwrap();
         assert_eq!(xs, [2]);
     }
 
@@ -563,7 +590,10 @@ mod tests {
         };
         let (pool, backend) = crate::db::connect(&settings).await.unwrap();
         assert_eq!(backend, Backend::Postgres);
-        let (edge, spine) = (Writer::new(pool.clone(), Role::Edge), Writer::new(pool, Role::Spine));
+        let (edge, spine) = (
+            Writer::new(pool.clone(), Role::Edge),
+            Writer::new(pool, Role::Spine),
+        );
         assert!(edge.gate.is_none() && spine.gate.is_none());
 
         // Two transactions open at once: gated, the second would wait for the first forever.
