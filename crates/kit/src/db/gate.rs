@@ -262,6 +262,10 @@ impl Writer {
     /// SQLite it is `BEGIN IMMEDIATE`: it takes the database's write lock at once, where a
     /// deferred transaction that reads before writing could fail with SQLITE_BUSY at its first
     /// write, without the busy handler waiting, when another process wrote in between.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place the pool begins, gate taken"
+    )]
     pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
         let permit = self.lock().await;
         let tx = match self.backend {
@@ -459,6 +463,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "two writers without the gate, on purpose"
+    )]
     async fn without_a_busy_timeout_two_raw_writers_collide() {
         // The control for the next test: at busy_timeout = 0 a second writer does fail.
         let dir = tempfile::tempdir().unwrap();

@@ -93,7 +93,7 @@ fn row(topic: &str, key: &str, seq: usize) -> OutgoingRecord {
 
 /// Enqueues `row(key, seq)` in its own transaction, committing or rolling back.
 async fn write(outbox: &Outbox, record: &OutgoingRecord, commit: bool) {
-    let mut tx = outbox.pool().begin().await.unwrap();
+    let mut tx = outbox.begin().await.unwrap();
     outbox.enqueue(&mut tx, record).await.unwrap();
     if commit {
         tx.commit().await.unwrap();
