@@ -251,7 +251,7 @@ pub async fn migrate(
     migrations: &[Migration],
 ) -> Result<(), sqlx::Error> {
     let writer = Writer::new(pool.clone(), Role::Spine);
-    let permit = writer.lock().await;
+    let permit = writer.lock().await?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS spine_migrations (
             scope TEXT NOT NULL,

@@ -116,7 +116,6 @@ impl Drop for Permit {
 
 impl Gate {
     async fn acquire(self: &Arc<Self>, role: Role) -> Permit {
-        let started = Instant::now();
         let waiting = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if !state.held {
@@ -140,11 +139,6 @@ impl Gate {
             // dropped unsent by a `Permit::drop` that panicked, so the error is unreachable.
             Some(rx) => rx.await.unwrap_or(Permit { gate: None }),
         };
-        let histogram = match role {
-            Role::Edge => &self.wait_edge,
-            Role::Spine => &self.wait_spine,
-        };
-        histogram.record(started.elapsed().as_secs_f64());
         permit
     }
 
@@ -251,11 +245,29 @@ impl Writer {
 
     /// Takes the gate (waiting behind the writers before this one, the edge's first) for a
     /// write outside a transaction: hold the permit until the statement has run.
-    pub async fn lock(&self) -> Permit {
-        match &self.gate {
-            Some(gate) => gate.acquire(self.role).await,
-            None => Permit { gate: None },
-        }
+    ///
+    /// The wait is bounded like a connection's, by the pool's `acquire_timeout`
+    /// (`database.acquire_timeout`): past it, an I/O error of kind `TimedOut`, an outage
+    /// ([`super::is_outage`]), so that a writer stuck in this process fails the others the way
+    /// SQLite's busy handler did rather than hanging them.
+    pub async fn lock(&self) -> Result<Permit, sqlx::Error> {
+        let Some(gate) = &self.gate else {
+            return Ok(Permit { gate: None });
+        };
+        let started = Instant::now();
+        let limit = self.pool.options().get_acquire_timeout();
+        let acquired = tokio::time::timeout(limit, gate.acquire(self.role)).await;
+        let histogram = match self.role {
+            Role::Edge => &gate.wait_edge,
+            Role::Spine => &gate.wait_spine,
+        };
+        histogram.record(started.elapsed().as_secs_f64());
+        acquired.map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "timed out waiting for the SQLite write gate (database.acquire_timeout)",
+            ))
+        })
     }
 
     /// Takes the gate, then begins a transaction that holds it until commit or rollback. On
@@ -267,7 +279,7 @@ impl Writer {
         reason = "the one place the pool begins, gate taken"
     )]
     pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
-        let permit = self.lock().await;
+        let permit = self.lock().await?;
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -520,7 +532,7 @@ mod tests {
                             tx.commit().await?;
                         } else {
                             // An autocommit write.
-                            let _gate = writer.lock().await;
+                            let _gate = writer.lock().await?;
                             sqlx::query("INSERT INTO t (who, n) VALUES ($1, $2)")
                                 .bind(who)
                                 .bind(n)
@@ -587,6 +599,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_writer_waiting_past_the_acquire_timeout_fails_as_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::settings::DatabaseSettings {
+            acquire_timeout: std::time::Duration::from_millis(50),
+            ..sqlite_settings(&dir)
+        };
+        let (edge, _) = crate::db::connect(&settings).await.unwrap();
+        let (holder, waiter) = (
+            Writer::new(edge.clone(), Role::Spine),
+            Writer::new(edge, Role::Edge),
+        );
+        let held = holder.lock().await.unwrap();
+
+        let err = waiter.begin().await.map(drop).unwrap_err();
+
+        assert!(crate::db::is_outage(&err), "{err:?}");
+        // The waiter that gave up is skipped: the gate is free again once released.
+        drop(held);
+        let tx = waiter.begin().await.unwrap();
+        tx.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn postgres_writers_are_not_gated() {
         let url = std::env::var("SPINE_TEST_POSTGRES_URL").expect(
             "SPINE_TEST_POSTGRES_URL is unset: run the tests with scripts/test, which starts PostgreSQL",
@@ -608,7 +643,10 @@ mod tests {
         let first = spine.begin().await.unwrap();
         let second = edge.begin().await.unwrap();
         let permit = futures::FutureExt::now_or_never(edge.lock());
-        assert!(permit.is_some(), "an autocommit write takes no gate");
+        assert!(
+            matches!(permit, Some(Ok(_))),
+            "an autocommit write takes no gate"
+        );
 
         second.commit().await.unwrap();
         first.commit().await.unwrap();

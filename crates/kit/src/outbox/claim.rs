@@ -65,7 +65,7 @@ impl Outbox {
             "UPDATE spine_outbox SET not_before = $2 WHERE id IN ({heads})
              RETURNING id, topic, msg_key, payload, headers, created_at, failures"
         );
-        let _gate = self.writer.lock().await;
+        let _gate = self.writer.lock().await?;
         let now = now_millis();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
@@ -111,7 +111,7 @@ impl Outbox {
             "UPDATE spine_outbox SET published_at = $1, not_before = NULL WHERE id IN ({})",
             placeholders.join(", ")
         );
-        let _gate = self.writer.lock().await;
+        let _gate = self.writer.lock().await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_millis());
         for id in ids {
             query = query.bind(*id);
@@ -127,7 +127,7 @@ impl Outbox {
         id: i64,
         failure: &Failure<'_>,
     ) -> Result<bool, sqlx::Error> {
-        let _gate = self.writer.lock().await;
+        let _gate = self.writer.lock().await?;
         let now = now_millis();
         let quarantined: Option<Option<i64>> = sqlx::query_scalar(
             "UPDATE spine_outbox SET
@@ -161,7 +161,7 @@ impl Outbox {
              WHERE published_at IS NULL AND id IN ({})",
             placeholders.join(", ")
         );
-        let _gate = self.writer.lock().await;
+        let _gate = self.writer.lock().await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in ids {
             query = query.bind(*id);
@@ -174,7 +174,7 @@ impl Outbox {
     /// waiting for the claims its previous run held. Only for SQLite, where one relay owns the
     /// file: on PostgreSQL the claims may belong to live replicas.
     pub(super) async fn release_claims(&self) -> Result<u64, sqlx::Error> {
-        let _gate = self.writer.lock().await;
+        let _gate = self.writer.lock().await?;
         Ok(sqlx::query(
             "UPDATE spine_outbox SET not_before = NULL
              WHERE published_at IS NULL AND not_before IS NOT NULL",

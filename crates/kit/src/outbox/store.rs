@@ -262,7 +262,7 @@ impl Outbox {
     /// Deletes rows published more than `retention` ago; returns how many.
     pub async fn prune(&self, retention: Duration) -> Result<u64, sqlx::Error> {
         let cutoff = now_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let _gate = self.writer.lock().await;
+        let _gate = self.writer.lock().await?;
         let pruned = sqlx::query(
             "DELETE FROM spine_outbox WHERE published_at IS NOT NULL AND published_at < $1",
         )
@@ -305,7 +305,7 @@ impl Outbox {
     /// Runs `sql` on quarantined row `id` and wakes the relay, whose next claim may now include
     /// the rows held behind it. Returns whether the row was there.
     async fn on_quarantined(&self, sql: &'static str, id: i64) -> Result<bool, sqlx::Error> {
-        let gate = self.writer.lock().await;
+        let gate = self.writer.lock().await?;
         let affected = sqlx::query(sql)
             .bind(id)
             .execute(&self.pool)
