@@ -7,7 +7,8 @@
 //! wait, no thread blocked), are handed the gate the moment the previous writer ends, and never
 //! meet in SQLite's lock. Waiting [`Role::Edge`] writers go before waiting [`Role::Spine`]
 //! writers, except that the spine gets a turn after [`EDGE_TURNS`] edge turns in a row, so a
-//! steady stream of requests cannot starve the consumers forever.
+//! steady stream of requests cannot starve the consumers forever. A wait is bounded by the
+//! pool's `acquire_timeout` and measured as `spine_db_write_gate_wait_seconds{role}`.
 //!
 //! The busy handler (`busy_timeout`, from `database.lock_timeout`) stays, for writers of other
 //! processes on the same file: the CLI tools, a second replica. On PostgreSQL there is no gate
@@ -130,7 +131,7 @@ impl Gate {
                 Some(rx)
             }
         };
-        let permit = match waiting {
+        match waiting {
             None => Permit {
                 gate: Some(self.clone()),
             },
@@ -138,8 +139,7 @@ impl Gate {
             // hands the gate on: a cancelled wait never leaks the gate. The sender is only
             // dropped unsent by a `Permit::drop` that panicked, so the error is unreachable.
             Some(rx) => rx.await.unwrap_or(Permit { gate: None }),
-        };
-        permit
+        }
     }
 
     #[cfg(test)]
