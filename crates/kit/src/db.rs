@@ -2,6 +2,13 @@
 //!
 //! The kit uses sqlx's `Any` driver so that the same `$N`-placeholder SQL runs on both; where
 //! the dialects differ (DDL, row claiming) callers branch on [`Backend`].
+//!
+//! Writes go through a [`Writer`] ([`Writer::begin`]), which on SQLite takes the process's
+//! write gate of the database first, the edge before the spine (module `gate`).
+
+mod gate;
+
+pub use gate::{EDGE_TURNS, Permit, Role, WriteTx, Writer};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -243,6 +250,8 @@ pub async fn migrate(
     scope: &str,
     migrations: &[Migration],
 ) -> Result<(), sqlx::Error> {
+    let writer = Writer::new(pool.clone(), Role::Spine);
+    let permit = writer.lock().await?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS spine_migrations (
             scope TEXT NOT NULL,
@@ -254,8 +263,9 @@ pub async fn migrate(
     )
     .execute(pool)
     .await?;
+    drop(permit);
     for migration in migrations {
-        let mut tx = pool.begin().await?;
+        let mut tx = writer.begin().await?;
         // Two replicas starting together: the loser's insert conflicts and it skips.
         let claimed = sqlx::query(
             "INSERT INTO spine_migrations (scope, version, name, applied_at) VALUES ($1, $2, $3, $4)

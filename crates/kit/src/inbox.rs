@@ -10,15 +10,19 @@
 
 use std::sync::Arc;
 
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::AnyPool;
+
+use crate::db::{Role, WriteTx, Writer};
 
 /// Events per multi-row claim statement (3 bound values each, far below any limit).
 const CLAIM_CHUNK: usize = 200;
 
 /// A consumer's inbox table (`spine_inbox`, shared by consumers, keyed by consumer and event).
+/// Its transactions take the database's write gate as the spine's ([`Role::Spine`]).
 #[derive(Clone)]
 pub struct Inbox {
     pool: AnyPool,
+    writer: Writer,
     consumer: Arc<str>,
 }
 
@@ -26,6 +30,8 @@ impl Inbox {
     /// Opens the inbox of `consumer` (usually the group id), creating the table if missing.
     /// The DDL is portable between SQLite and PostgreSQL.
     pub async fn new(pool: AnyPool, consumer: &str) -> Result<Self, sqlx::Error> {
+        let writer = Writer::new(pool.clone(), Role::Spine);
+        let gate = writer.lock().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS spine_inbox (
                 consumer TEXT NOT NULL,
@@ -36,7 +42,9 @@ impl Inbox {
         )
         .execute(&pool)
         .await?;
+        drop(gate);
         Ok(Self {
+            writer,
             pool,
             consumer: Arc::from(consumer),
         })
@@ -45,11 +53,8 @@ impl Inbox {
     /// Starts the transaction of an event's effect and claims the event in it. Returns `None`
     /// when the event was already processed (the claim found a committed row). Commit the
     /// returned transaction only once the effect is written to it.
-    pub async fn begin(
-        &self,
-        event_id: &str,
-    ) -> Result<Option<Transaction<'static, Any>>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+    pub async fn begin(&self, event_id: &str) -> Result<Option<WriteTx>, sqlx::Error> {
+        let mut tx = self.writer.begin().await?;
         let claimed = sqlx::query(
             "INSERT INTO spine_inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
@@ -77,8 +82,8 @@ impl Inbox {
     pub async fn begin_batch(
         &self,
         event_ids: &[&str],
-    ) -> Result<(Transaction<'static, Any>, Vec<bool>), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+    ) -> Result<(WriteTx, Vec<bool>), sqlx::Error> {
+        let mut tx = self.writer.begin().await?;
         let claimed = self.claim_batch(&mut tx, event_ids).await?;
         Ok((tx, claimed))
     }
@@ -125,7 +130,7 @@ impl Inbox {
         Ok(event_ids.iter().map(|id| fresh.remove(*id)).collect())
     }
 
-    /// The pool, for effects outside an inbox transaction.
+    /// The pool, for reads outside an inbox transaction.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

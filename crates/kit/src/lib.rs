@@ -13,7 +13,8 @@
 //!   [`kafka::Publisher`], the [`kafka::consumer::ConsumerRunner`] and their spans
 //!   ([`kafka::spans`], the OpenTelemetry messaging conventions);
 //! - [`http`]: the per-request server span and latency histogram;
-//! - [`db`]: SQLite or PostgreSQL pools behind one URL;
+//! - [`db`]: SQLite or PostgreSQL pools behind one URL, and the [`db::Writer`] every write
+//!   goes through (SQLite's in-process write gate, the edge's writers first);
 //! - [`inbox`]: the idempotency record that makes at-least-once delivery safe;
 //! - [`outbox`]: the transactional outbox and its relay;
 //! - [`schemas`]: the Avro framing on the wire and the Confluent-compatible schema registry;

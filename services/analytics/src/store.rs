@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use spine_kit::db::{Backend, Migration, migrate};
+use spine_kit::db::{Backend, Migration, WriteTx, migrate};
 use spine_kit::inbox::Inbox;
-use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 const SCHEMA: &str = "
     CREATE TABLE event_counts (
@@ -238,7 +238,7 @@ pub fn percentiles(sorted: &[i64]) -> Percentiles {
 /// order, so that concurrent batches take the counter rows in one order and never deadlock.
 #[must_use = "dropping it rolls the whole batch back: commit it"]
 pub struct Aggregation {
-    tx: Transaction<'static, Any>,
+    tx: WriteTx,
     /// Facts per event type.
     events: BTreeMap<String, i64>,
     /// Orders placed per minute.

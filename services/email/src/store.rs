@@ -86,7 +86,7 @@ impl EmailStore {
             message_id.as_str(),
         );
         let record = OutgoingRecord::from_event(&fact)?;
-        let mut tx = self.outbox.pool().begin().await?;
+        let mut tx = self.outbox.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO sent_emails (event_id, order_id, recipient, template, message_id, sent_at)
              VALUES ($1, $2, $3, $4, $5, $6)

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use spine_events::inventory::{ReservedLine, StockReservationFailed, StockReserved};
 use spine_events::orders::LineItem;
-use spine_kit::db::{Backend, Migration, migrate, now_millis};
+use spine_kit::db::{Backend, Migration, WriteTx, migrate, now_millis};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
-use sqlx::{Acquire, Any, AnyConnection, AssertSqlSafe, Row, Transaction};
+use sqlx::{Acquire, AnyConnection, AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use crate::domain::{Quantity, Sku};
@@ -115,7 +115,7 @@ impl InventoryStore {
     /// were written.
     pub async fn seed(&self, seed: &[(Sku, Quantity)]) -> Result<u64, sqlx::Error> {
         let now = now_millis();
-        let mut tx = self.outbox.pool().begin().await?;
+        let mut tx = self.outbox.begin().await?;
         let mut written = 0;
         for (sku, quantity) in seed {
             written += sqlx::query(
@@ -135,6 +135,8 @@ impl InventoryStore {
 
     /// Sets a SKU's available stock, creating the SKU if it is new.
     pub async fn set(&self, sku: &Sku, quantity: Quantity) -> Result<StockView, sqlx::Error> {
+        // A transaction of one statement, only to write through the outbox's write gate.
+        let mut tx = self.outbox.begin().await?;
         sqlx::query(
             "INSERT INTO stock (sku, available, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (sku) DO UPDATE SET available = excluded.available,
@@ -143,8 +145,9 @@ impl InventoryStore {
         .bind(sku.as_str())
         .bind(quantity.get())
         .bind(now_millis())
-        .execute(self.outbox.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         let view = self.get(sku).await?;
         Ok(view.unwrap_or(StockView {
             sku: sku.as_str().to_owned(),
@@ -196,7 +199,7 @@ impl InventoryStore {
 /// commits (or rolls back) with their inbox rows, all or nothing.
 #[must_use = "dropping it rolls the whole batch back: commit it"]
 pub struct Effects {
-    tx: Transaction<'static, Any>,
+    tx: WriteTx,
     outbox: Outbox,
     /// Outbox rows written, for [`Outbox::committed`] once the batch commits.
     enqueued: i64,

@@ -3,11 +3,11 @@
 
 use spine_events::Event;
 use spine_events::orders::{LineItem, OrderConfirmed, OrderPlaced, OrderRejected};
-use spine_kit::db::{Migration, migrate, now_millis};
+use spine_kit::db::{Migration, WriteTx, migrate, now_millis};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::domain::{NewOrder, OrderStatus};
@@ -181,7 +181,7 @@ impl OrderStore {
         placed.sales_channel = order.sales_channel.clone();
         let record = OutgoingRecord::from_event(&placed)?;
         let now = now_millis();
-        let mut tx = self.outbox.pool().begin().await?;
+        let mut tx = self.outbox.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO orders (id, customer_id, email, currency, total_minor, sales_channel, status,
                                  idempotency_key, request, created_at, updated_at)
@@ -336,7 +336,7 @@ impl OrderStore {
 /// Dropping it uncommitted rolls everything back.
 pub struct OutcomeBatch<'a> {
     store: &'a OrderStore,
-    tx: Transaction<'static, Any>,
+    tx: WriteTx,
     claimed: Vec<bool>,
     enqueued: i64,
 }

@@ -99,6 +99,7 @@ impl Outbox {
             "UPDATE spine_outbox SET not_before = $2 WHERE id IN ({claimable})
              RETURNING id, topic, msg_key, payload, headers, created_at, failures"
         );
+        let _gate = self.writer.lock().await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
             .bind(now.saturating_add(millis(claim_timeout)));
@@ -177,6 +178,7 @@ impl Outbox {
             "UPDATE spine_outbox SET published_at = $1, not_before = NULL WHERE id IN ({})",
             placeholders.join(", ")
         );
+        let _gate = self.writer.lock().await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_millis());
         for id in ids {
             query = query.bind(*id);
@@ -192,6 +194,7 @@ impl Outbox {
         id: i64,
         failure: &Failure<'_>,
     ) -> Result<bool, sqlx::Error> {
+        let _gate = self.writer.lock().await?;
         let now = now_millis();
         let quarantined: Option<Option<i64>> = sqlx::query_scalar(
             "UPDATE spine_outbox SET
@@ -225,6 +228,7 @@ impl Outbox {
              WHERE published_at IS NULL AND id IN ({})",
             placeholders.join(", ")
         );
+        let _gate = self.writer.lock().await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in ids {
             query = query.bind(*id);
@@ -237,6 +241,7 @@ impl Outbox {
     /// waiting for the claims its previous run held. Only for SQLite, where one relay owns the
     /// file: on PostgreSQL the claims may belong to live replicas.
     pub(super) async fn release_claims(&self) -> Result<u64, sqlx::Error> {
+        let _gate = self.writer.lock().await?;
         Ok(sqlx::query(
             "UPDATE spine_outbox SET not_before = NULL
              WHERE published_at IS NULL AND not_before IS NOT NULL",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::Notify;
 
-use crate::db::{Backend, Migration, migrate, now_millis};
+use crate::db::{Backend, Migration, Role, WriteTx, Writer, migrate, now_millis};
 use crate::kafka::producer::OutgoingRecord;
 
 const MIGRATIONS: &[Migration] = &[
@@ -132,19 +132,26 @@ pub struct Quarantined {
 }
 
 /// The outbox of one service database. Cheap to clone.
+///
+/// Its writes, and the service's through [`Outbox::begin`], take the database's write gate
+/// as its role ([`crate::db::Writer`]): the edge's for the outbox of [`Outbox::new`], the
+/// spine's for a [`Outbox::with_pool`] copy and for the relay's.
 #[derive(Clone)]
 pub struct Outbox {
     pub(super) pool: AnyPool,
     pub(super) backend: Backend,
+    pub(super) writer: Writer,
     pub(super) wake: Arc<Notify>,
     pub(super) backlog: Arc<Backlog>,
 }
 
 impl Outbox {
-    /// Opens the outbox, creating its table on first use.
+    /// Opens the edge's outbox (its writers go first, [`Role::Edge`]), creating its table on
+    /// first use.
     pub async fn new(pool: AnyPool, backend: Backend) -> Result<Self, sqlx::Error> {
         migrate(&pool, backend, "spine_outbox", MIGRATIONS).await?;
         let outbox = Self {
+            writer: Writer::new(pool.clone(), Role::Edge),
             pool,
             backend,
             wake: Arc::new(Notify::new()),
@@ -156,12 +163,36 @@ impl Outbox {
 
     /// The same outbox over another pool of the same database: its commits wake the same
     /// relay and count into the same backlog. For a service's consumer handlers, whose pool
-    /// is not the edge's ([`crate::db::connect_spine`]).
+    /// is not the edge's ([`crate::db::connect_spine`]). Its writers are the spine's
+    /// ([`Role::Spine`]): they wait for the edge's.
     pub fn with_pool(&self, pool: AnyPool) -> Self {
         Self {
+            writer: Writer::new(pool.clone(), Role::Spine),
             pool,
             ..self.clone()
         }
+    }
+
+    /// This outbox, its writers queueing as `role`; for the relay, which writes for the spine
+    /// over the edge's pool.
+    pub(super) fn with_role(&self, role: Role) -> Self {
+        Self {
+            writer: self.writer.with_role(role),
+            ..self.clone()
+        }
+    }
+
+    /// Begins a write transaction (for state and [`Outbox::enqueue`] together) with the
+    /// database's write gate taken as this outbox's role: every write of a service goes
+    /// through here or [`crate::inbox::Inbox`], never `pool().begin()`, so that on SQLite no
+    /// two writers of this process meet in SQLite's lock (see [`crate::db::Writer`]).
+    pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+        self.writer.begin().await
+    }
+
+    /// The write handle: its role and gate, for an autocommit write ([`Writer::lock`]).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     /// Adds `record` inside the caller's transaction (pass `&mut *tx`). It is published only
@@ -255,6 +286,7 @@ impl Outbox {
     /// Deletes rows published more than `retention` ago; returns how many.
     pub async fn prune(&self, retention: Duration) -> Result<u64, sqlx::Error> {
         let cutoff = now_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let _gate = self.writer.lock().await?;
         let pruned = sqlx::query(
             "DELETE FROM spine_outbox WHERE published_at IS NOT NULL AND published_at < $1",
         )
@@ -302,16 +334,18 @@ impl Outbox {
     /// Runs `sql` on quarantined row `id` and wakes the relay, whose next claim may now include
     /// the rows held behind it. Returns whether the row was there.
     async fn on_quarantined(&self, sql: &'static str, id: i64) -> Result<bool, sqlx::Error> {
+        let gate = self.writer.lock().await?;
         let affected = sqlx::query(sql)
             .bind(id)
             .execute(&self.pool)
             .await?
             .rows_affected();
+        drop(gate);
         self.wake.notify_one();
         Ok(affected == 1)
     }
 
-    /// The pool, for the service's own queries.
+    /// The pool, for the service's own reads; writes go through [`Outbox::begin`].
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

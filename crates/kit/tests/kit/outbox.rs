@@ -94,7 +94,7 @@ fn row(topic: &str, key: &str, seq: usize) -> OutgoingRecord {
 
 /// Enqueues `row(key, seq)` in its own transaction, committing or rolling back.
 async fn write(outbox: &Outbox, record: &OutgoingRecord, commit: bool) {
-    let mut tx = outbox.pool().begin().await.unwrap();
+    let mut tx = outbox.begin().await.unwrap();
     outbox.enqueue(&mut tx, record).await.unwrap();
     if commit {
         tx.commit().await.unwrap();
@@ -389,7 +389,7 @@ async fn keys_stuck_at_the_front_do_not_hide_the_keys_behind_them(backend: Backe
     let fx = Fixture::new(settings()).await;
     let (_db, outbox) = open(backend).await;
     write(&outbox, &oversize(&fx.topic, "big"), true).await;
-    let mut tx = outbox.pool().begin().await.unwrap();
+    let mut tx = outbox.begin().await.unwrap();
     for seq in 0..HELD {
         outbox
             .enqueue(&mut tx, &row(&fx.topic, "big", seq))

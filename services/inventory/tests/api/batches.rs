@@ -338,6 +338,10 @@ async fn each_fact_of_a_batch_carries_its_own_records_trace(backend: Backend) {
 /// SKU order before changing any, so it never holds one SKU while waiting for another that a
 /// concurrent batch (another partition) may hold, which would deadlock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "PostgreSQL has no write gate; the test holds row locks as another partition"
+)]
 async fn a_batch_locks_its_stock_in_sku_order_before_changing_any() {
     let app = fixture(Backend::Postgres).await;
     // Another partition's batch holds A.

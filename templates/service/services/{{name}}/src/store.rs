@@ -2,11 +2,11 @@
 //! inbox row of the OrderPlaced that caused it and the outbox row of the {{Fact}} it produces.
 
 use spine_events::orders::OrderPlaced;
-use spine_kit::db::{Migration, migrate, now_millis};
+use spine_kit::db::{Migration, WriteTx, migrate, now_millis};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
 use crate::events::{{Fact}};
@@ -86,7 +86,8 @@ impl {{Name}}Store {
         &self.outbox
     }
 
-    /// The pool, for the readiness probe.
+    /// The pool, for the readiness probe and reads. A write of your own outside a batch goes
+    /// through `self.outbox.begin()`, which takes the database's write gate (spine_kit::db::Writer).
     pub fn pool(&self) -> &AnyPool {
         self.outbox.pool()
     }
@@ -138,7 +139,7 @@ impl {{Name}}Store {
 /// the outbox rows after the commit, so no fact ever describes a change that was rolled back.
 pub struct RecordBatch<'a> {
     store: &'a {{Name}}Store,
-    tx: Transaction<'static, Any>,
+    tx: WriteTx,
     claimed: Vec<bool>,
     enqueued: i64,
 }

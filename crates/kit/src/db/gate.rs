@@ -1,0 +1,654 @@
+//! The write gate: one writer at a time per SQLite database in this process, the edge first.
+//!
+//! SQLite has a single writer. When two connections of one process want to write at once, the
+//! loser sleeps in SQLite's busy handler (1, 2, 5, 10, 15, 20, 25… ms, whether or not the lock
+//! is free meanwhile), so under a spike an HTTP POST slept behind consumer batches and the
+//! relay's statements. With the gate, writers of one process queue in memory instead (an async
+//! wait, no thread blocked), are handed the gate the moment the previous writer ends, and never
+//! meet in SQLite's lock. Waiting [`Role::Edge`] writers go before waiting [`Role::Spine`]
+//! writers, except that the spine gets a turn after [`EDGE_TURNS`] edge turns in a row, so a
+//! steady stream of requests cannot starve the consumers forever. A wait is bounded by the
+//! pool's `acquire_timeout` and measured as `spine_db_write_gate_wait_seconds{role}`.
+//!
+//! The busy handler (`busy_timeout`, from `database.lock_timeout`) stays, for writers of other
+//! processes on the same file: the CLI tools, a second replica. On PostgreSQL there is no gate
+//! (row locks let many writers run at once).
+//!
+//! Every write goes through a [`Writer`]: [`Writer::begin`] (a transaction, `BEGIN IMMEDIATE`
+//! on SQLite) or [`Writer::lock`] (for autocommit statements). The kit makes them for its
+//! types, with their role fixed: an [`crate::outbox::Outbox`] from `Outbox::new` and the
+//! relay's are the edge's, its `with_pool` copy and an [`crate::inbox::Inbox`] are the
+//! spine's.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::time::Instant;
+
+use sqlx::{Any, AnyConnection, AnyPool, Transaction};
+use tokio::sync::oneshot;
+
+use super::Backend;
+
+/// Edge turns in a row after which a waiting spine writer goes first. A spine transaction (a
+/// consumer's batch) takes a few milliseconds, so one in every nine turns costs a waiting
+/// request at most one such wait, while a backlog still drains during a long spike.
+pub const EDGE_TURNS: u32 = 8;
+
+/// Who writes, which decides the order in which waiting writers get the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The synchronous edge (HTTP handlers, and the outbox relay, its hand-off): goes first.
+    Edge,
+    /// The asynchronous spine (consumer handlers): waits for the edge,
+    /// but gets a turn after [`EDGE_TURNS`] edge turns in a row.
+    Spine,
+}
+
+impl Role {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Edge => "edge",
+            Self::Spine => "spine",
+        }
+    }
+}
+
+/// The gate of one SQLite database in this process.
+struct Gate {
+    state: Mutex<State>,
+    /// `spine_db_write_gate_wait_seconds{role}`, resolved once.
+    wait_edge: metrics::Histogram,
+    wait_spine: metrics::Histogram,
+}
+
+#[derive(Default)]
+struct State {
+    held: bool,
+    edge: VecDeque<oneshot::Sender<Permit>>,
+    spine: VecDeque<oneshot::Sender<Permit>>,
+    /// Edge turns handed over in a row while a spine writer waited.
+    edge_streak: u32,
+}
+
+impl State {
+    /// The next writer to hand the gate to: the edge's, unless the spine has waited
+    /// [`EDGE_TURNS`] edge turns.
+    fn next(&mut self) -> Option<oneshot::Sender<Permit>> {
+        let spine_due = self.edge_streak >= EDGE_TURNS || self.edge.is_empty();
+        if spine_due && let Some(waiter) = self.spine.pop_front() {
+            self.edge_streak = 0;
+            return Some(waiter);
+        }
+        let waiter = self.edge.pop_front()?;
+        if self.spine.is_empty() {
+            self.edge_streak = 0;
+        } else {
+            self.edge_streak += 1;
+        }
+        Some(waiter)
+    }
+}
+
+/// Holds the gate until dropped; then the next waiting writer gets it. On PostgreSQL it holds
+/// nothing.
+#[must_use = "the gate is released when the permit is dropped"]
+pub struct Permit {
+    gate: Option<Arc<Gate>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let Some(gate) = self.gate.take() else { return };
+        let mut state = gate.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(waiter) = state.next() {
+            // Handed over with the gate still held: no writer can slip in between.
+            match waiter.send(Permit {
+                gate: Some(gate.clone()),
+            }) {
+                Ok(()) => return,
+                // The waiter gave up (its future was dropped): disarm and try the next one.
+                Err(mut permit) => permit.gate = None,
+            }
+        }
+        state.held = false;
+    }
+}
+
+impl Gate {
+    async fn acquire(self: &Arc<Self>, role: Role) -> Permit {
+        let waiting = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if !state.held {
+                state.held = true;
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                match role {
+                    Role::Edge => state.edge.push_back(tx),
+                    Role::Spine => state.spine.push_back(tx),
+                }
+                Some(rx)
+            }
+        };
+        match waiting {
+            None => Permit {
+                gate: Some(self.clone()),
+            },
+            // A permit sent to a receiver dropped before reading it is dropped with it, which
+            // hands the gate on: a cancelled wait never leaks the gate. The sender is only
+            // dropped unsent by a `Permit::drop` that panicked, so the error is unreachable.
+            Some(rx) => rx.await.unwrap_or(Permit { gate: None }),
+        }
+    }
+
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.edge.len() + state.spine.len()
+    }
+}
+
+/// The gates of this process, one per SQLite database, so that every pool of a file (the
+/// edge's, the spine's, a test's second pool) shares one. A process-wide table because the lock
+/// it stands in front of is SQLite's, per file, not per pool; entries live as long as a
+/// [`Writer`] of their database does.
+static GATES: LazyLock<Mutex<HashMap<String, Weak<Gate>>>> = LazyLock::new(Mutex::default);
+
+/// The gate of `pool`'s database, or `None` on PostgreSQL.
+fn gate_of(pool: &AnyPool) -> Option<Arc<Gate>> {
+    let options = pool.connect_options();
+    let url = options.database_url.as_str();
+    if Backend::of_url(url) != Some(Backend::Sqlite) {
+        return None;
+    }
+    let key = sqlite_file(url);
+    let mut gates = GATES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
+        return Some(gate);
+    }
+    gates.retain(|_, gate| gate.strong_count() > 0);
+    let gate = Arc::new(Gate {
+        state: Mutex::default(),
+        wait_edge: metrics::histogram!("spine_db_write_gate_wait_seconds", "role" => Role::Edge.label()),
+        wait_spine: metrics::histogram!("spine_db_write_gate_wait_seconds", "role" => Role::Spine.label()),
+    });
+    gates.insert(key, Arc::downgrade(&gate));
+    Some(gate)
+}
+
+/// What identifies a SQLite database: its file's canonical path (two URLs may spell one file
+/// differently), or the URL itself for an in-memory database.
+fn sqlite_file(url: &str) -> String {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path.starts_with(":memory:") || url.contains("mode=memory") {
+        return url.to_owned();
+    }
+    std::fs::canonicalize(path).map_or_else(|_| path.to_owned(), |p| p.display().to_string())
+}
+
+/// Begins the write transactions of one role on one pool, with the write gate of its database
+/// taken first (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    pool: AnyPool,
+    backend: Backend,
+    role: Role,
+    gate: Option<Arc<Gate>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("backend", &self.backend)
+            .field("role", &self.role)
+            .field("gated", &self.gate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// A writer of `role` on `pool`, sharing the gate of every other writer on the same SQLite
+    /// database in this process.
+    pub fn new(pool: AnyPool, role: Role) -> Self {
+        let url = pool.connect_options().database_url.to_string();
+        let backend = Backend::of_url(&url).unwrap_or(Backend::Postgres);
+        Self {
+            gate: gate_of(&pool),
+            pool,
+            backend,
+            role,
+        }
+    }
+
+    /// The same pool and gate, as another role.
+    pub fn with_role(&self, role: Role) -> Self {
+        Self {
+            role,
+            ..self.clone()
+        }
+    }
+
+    /// The role its writers queue as.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The pool, for reads (which never take the gate: WAL readers don't block the writer).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Takes the gate (waiting behind the writers before this one, the edge's first) for a
+    /// write outside a transaction: hold the permit until the statement has run.
+    ///
+    /// The wait is bounded like a connection's, by the pool's `acquire_timeout`
+    /// (`database.acquire_timeout`): past it, an I/O error of kind `TimedOut`, an outage
+    /// ([`super::is_outage`]), so that a writer stuck in this process fails the others the way
+    /// SQLite's busy handler did rather than hanging them.
+    pub async fn lock(&self) -> Result<Permit, sqlx::Error> {
+        let Some(gate) = &self.gate else {
+            return Ok(Permit { gate: None });
+        };
+        let started = Instant::now();
+        let limit = self.pool.options().get_acquire_timeout();
+        let acquired = tokio::time::timeout(limit, gate.acquire(self.role)).await;
+        let histogram = match self.role {
+            Role::Edge => &gate.wait_edge,
+            Role::Spine => &gate.wait_spine,
+        };
+        histogram.record(started.elapsed().as_secs_f64());
+        acquired.map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "timed out waiting for the SQLite write gate (database.acquire_timeout)",
+            ))
+        })
+    }
+
+    /// Takes the gate, then begins a transaction that holds it until commit or rollback. On
+    /// SQLite it is `BEGIN IMMEDIATE`: it takes the database's write lock at once, where a
+    /// deferred transaction that reads before writing could fail with SQLITE_BUSY at its first
+    /// write, without the busy handler waiting, when another process wrote in between.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place the pool begins, gate taken"
+    )]
+    pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+        let permit = self.lock().await?;
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(WriteTx {
+            tx: Some(tx),
+            permit: Some(permit),
+        })
+    }
+}
+
+/// A write transaction holding the write gate ([`Writer::begin`]). Use it like sqlx's
+/// `Transaction` (`&mut *tx` is the connection); [`WriteTx::commit`] or
+/// [`WriteTx::rollback`] release the gate after the database has ended the transaction.
+/// Dropping it uncommitted rolls back, releasing the gate once the rollback has run.
+#[must_use = "dropping it rolls the transaction back: commit it"]
+pub struct WriteTx {
+    // Options only so that `commit`, `rollback` and `Drop` can take them; always `Some` before.
+    tx: Option<Transaction<'static, Any>>,
+    permit: Option<Permit>,
+}
+
+impl WriteTx {
+    /// Commits, then releases the gate.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let result = self.tx.take().expect("an open transaction").commit().await;
+        drop(self.permit.take());
+        result
+    }
+
+    /// Rolls back, then releases the gate.
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        let result = self
+            .tx
+            .take()
+            .expect("an open transaction")
+            .rollback()
+            .await;
+        drop(self.permit.take());
+        result
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let (Some(tx), Some(permit)) = (self.tx.take(), self.permit.take()) else {
+            return;
+        };
+        // sqlx only queues the rollback of a dropped transaction; releasing the gate before it
+        // has run would let the next writer of this process meet it in SQLite's lock.
+        if permit.gate.is_some()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = tx.rollback().await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        self.tx.as_ref().expect("an open transaction")
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.tx.as_mut().expect("an open transaction")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate() -> Arc<Gate> {
+        Arc::new(Gate {
+            state: Mutex::default(),
+            wait_edge: metrics::Histogram::noop(),
+            wait_spine: metrics::Histogram::noop(),
+        })
+    }
+
+    /// Queues a writer of `role` that reports its name once it holds the gate, and returns
+    /// once it is queued.
+    async fn queue(
+        gate: &Arc<Gate>,
+        role: Role,
+        name: &'static str,
+        order: &tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) {
+        let before = gate.waiting();
+        let (gate2, order) = (gate.clone(), order.clone());
+        tokio::spawn(async move {
+            let _permit = gate2.acquire(role).await;
+            order.send(name).unwrap();
+        });
+        while gate.waiting() == before {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn drain(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+        n: usize,
+    ) -> Vec<&'static str> {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            got.push(rx.recv().await.unwrap());
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_waiting_edge_writer_goes_before_a_spine_writer_that_queued_earlier() {
+        let gate = gate();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let held = gate.acquire(Role::Spine).await;
+        queue(&gate, Role::Spine, "spine", &tx).await;
+        queue(&gate, Role::Edge, "edge", &tx).await;
+
+        drop(held);
+
+        assert_eq!(drain(&mut rx, 2).await, ["edge", "spine"]);
+        assert!(
+            !gate.state.lock().unwrap().held,
+            "the last writer released it"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_spine_gets_a_turn_after_a_run_of_edge_turns() {
+        let gate = gate();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let held = gate.acquire(Role::Edge).await;
+        queue(&gate, Role::Spine, "spine", &tx).await;
+        for _ in 0..EDGE_TURNS + 2 {
+            queue(&gate, Role::Edge, "edge", &tx).await;
+        }
+
+        drop(held);
+
+        let order = drain(&mut rx, EDGE_TURNS as usize + 3).await;
+        let spine_turn = order.iter().position(|name| *name == "spine");
+        assert_eq!(spine_turn, Some(EDGE_TURNS as usize), "{order:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_hands_the_gate_on() {
+        let gate = gate();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let held = gate.acquire(Role::Spine).await;
+        let cancelled = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.acquire(Role::Edge).await }
+        });
+        while gate.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        queue(&gate, Role::Spine, "spine", &tx).await;
+        cancelled.abort();
+        let _ = cancelled.await;
+
+        drop(held);
+
+        assert_eq!(drain(&mut rx, 1).await, ["spine"]);
+    }
+
+    #[test]
+    fn a_sqlite_file_is_known_by_its_path_however_the_url_spells_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db.sqlite");
+        std::fs::write(&file, b"").unwrap();
+        let a = sqlite_file(&format!("sqlite://{}?mode=rwc", file.display()));
+        let b = sqlite_file(&format!("sqlite:{}/./db.sqlite", dir.path().display()));
+        assert_eq!(a, b);
+        assert_ne!(a, sqlite_file("sqlite::memory:"));
+    }
+
+    fn sqlite_settings(dir: &tempfile::TempDir) -> crate::settings::DatabaseSettings {
+        crate::settings::DatabaseSettings {
+            url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()).into(),
+            // No busy handler: a writer meeting another in SQLite's lock fails at once.
+            lock_timeout: std::time::Duration::ZERO,
+            max_connections: 4,
+            spine_max_connections: 4,
+            ..crate::settings::DatabaseSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "two writers without the gate, on purpose"
+    )]
+    async fn without_a_busy_timeout_two_raw_writers_collide() {
+        // The control for the next test: at busy_timeout = 0 a second writer does fail.
+        let dir = tempfile::tempdir().unwrap();
+        let settings = sqlite_settings(&dir);
+        let (edge, _) = crate::db::connect(&settings).await.unwrap();
+        let spine = crate::db::connect_spine(&settings, &edge).await.unwrap();
+        let held = edge.begin_with("BEGIN IMMEDIATE").await.unwrap();
+
+        let err = spine.begin_with("BEGIN IMMEDIATE").await.unwrap_err();
+
+        let code = err.as_database_error().and_then(|e| e.code());
+        assert_eq!(code.as_deref(), Some("5"), "SQLITE_BUSY: {err}");
+        held.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_gate_not_the_busy_handler_serialises_the_two_pools_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = sqlite_settings(&dir);
+        let (edge, _) = crate::db::connect(&settings).await.unwrap();
+        let spine = crate::db::connect_spine(&settings, &edge).await.unwrap();
+        sqlx::query("CREATE TABLE t (who TEXT NOT NULL, n BIGINT NOT NULL)")
+            .execute(&edge)
+            .await
+            .unwrap();
+        let writers = [
+            Writer::new(edge.clone(), Role::Edge),
+            Writer::new(spine.clone(), Role::Spine),
+            // A consumer handler on the edge's pool (spine_max_connections = 0).
+            Writer::new(edge.clone(), Role::Spine),
+        ];
+        let mut tasks = tokio::task::JoinSet::new();
+        for (w, writer) in writers.iter().enumerate() {
+            for task in 0..4 {
+                let writer = writer.clone();
+                tasks.spawn(async move {
+                    for n in 0..10_i64 {
+                        let who = format!("{w}/{task}");
+                        if n % 2 == 0 {
+                            // A transaction that reads, lets others run, then writes.
+                            let mut tx = writer.begin().await?;
+                            sqlx::query("SELECT COUNT(*) FROM t")
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            tokio::task::yield_now().await;
+                            sqlx::query("INSERT INTO t (who, n) VALUES ($1, $2)")
+                                .bind(who)
+                                .bind(n)
+                                .execute(&mut *tx)
+                                .await?;
+                            tx.commit().await?;
+                        } else {
+                            // An autocommit write.
+                            let _gate = writer.lock().await?;
+                            sqlx::query("INSERT INTO t (who, n) VALUES ($1, $2)")
+                                .bind(who)
+                                .bind(n)
+                                .execute(writer.pool())
+                                .await?;
+                        }
+                    }
+                    Ok::<_, sqlx::Error>(())
+                });
+            }
+        }
+
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap()
+                .expect("no writer meets another in SQLite's lock");
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&edge)
+            .await
+            .unwrap();
+        assert_eq!(rows, 3 * 4 * 10);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_write_transaction_is_rolled_back_before_the_next_writer_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = sqlite_settings(&dir);
+        let (edge, _) = crate::db::connect(&settings).await.unwrap();
+        let spine = crate::db::connect_spine(&settings, &edge).await.unwrap();
+        sqlx::query("CREATE TABLE t (x BIGINT)")
+            .execute(&edge)
+            .await
+            .unwrap();
+        let (a, b) = (
+            Writer::new(edge.clone(), Role::Spine),
+            Writer::new(spine, Role::Edge),
+        );
+        let mut tx = a.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (x) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let next = tokio::spawn(async move {
+            let mut tx = b.begin().await?;
+            sqlx::query("INSERT INTO t (x) VALUES (2)")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        });
+        while a.gate.as_ref().unwrap().waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+
+        drop(tx);
+
+        next.await
+            .unwrap()
+            .expect("began after the rollback, at busy_timeout = 0");
+        let xs: Vec<i64> = sqlx::query_scalar("SELECT x FROM t")
+            .fetch_all(&edge)
+            .await
+            .unwrap();
+        assert_eq!(xs, [2]);
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_past_the_acquire_timeout_fails_as_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::settings::DatabaseSettings {
+            acquire_timeout: std::time::Duration::from_millis(50),
+            ..sqlite_settings(&dir)
+        };
+        let (edge, _) = crate::db::connect(&settings).await.unwrap();
+        let (holder, waiter) = (
+            Writer::new(edge.clone(), Role::Spine),
+            Writer::new(edge, Role::Edge),
+        );
+        let held = holder.lock().await.unwrap();
+
+        let err = waiter.begin().await.map(drop).unwrap_err();
+
+        assert!(crate::db::is_outage(&err), "{err:?}");
+        // The waiter that gave up is skipped: the gate is free again once released.
+        drop(held);
+        let tx = waiter.begin().await.unwrap();
+        tx.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn postgres_writers_are_not_gated() {
+        let url = std::env::var("SPINE_TEST_POSTGRES_URL").expect(
+            "SPINE_TEST_POSTGRES_URL is unset: run the tests with scripts/test, which starts PostgreSQL",
+        );
+        let settings = crate::settings::DatabaseSettings {
+            url: url.into(),
+            max_connections: 2,
+            ..crate::settings::DatabaseSettings::default()
+        };
+        let (pool, backend) = crate::db::connect(&settings).await.unwrap();
+        assert_eq!(backend, Backend::Postgres);
+        let (edge, spine) = (
+            Writer::new(pool.clone(), Role::Edge),
+            Writer::new(pool, Role::Spine),
+        );
+        assert!(edge.gate.is_none() && spine.gate.is_none());
+
+        // Two transactions open at once: gated, the second would wait for the first forever.
+        let first = spine.begin().await.unwrap();
+        let second = edge.begin().await.unwrap();
+        let permit = futures::FutureExt::now_or_never(edge.lock());
+        assert!(
+            matches!(permit, Some(Ok(_))),
+            "an autocommit write takes no gate"
+        );
+
+        second.commit().await.unwrap();
+        first.commit().await.unwrap();
+    }
+}
