@@ -10,7 +10,11 @@
 //!   interval (kit: `OutgoingRecord::from_event`, then the relay's per-row work);
 //! - **consume, no decode**: a plain `BaseConsumer`, and the `ConsumerRunner` with a handler
 //!   that does nothing with the bytes, over the same prefilled topic, each as a fresh group;
-//! - **consume, decode**: the same, both decoding each value with `spine_events::decode`.
+//! - **consume, decode**: the same, both decoding each value with `spine_events::decode`;
+//! - **consume batch, no decode / decode**: the same two, the kit's runner on its batch path
+//!   (`Batched::new` of a batch handler, `kafka.consumer.max_batch` records of a partition
+//!   per call), which orders, inventory and analytics use; the per-record rows are the path
+//!   email uses. The raw side is the same plain consumer, measured again for these rows.
 //!
 //! The kit's share of raw is judged on these like-for-like pairs. Every measurement gets fresh
 //! topics or groups; raw and kit alternate which goes first from round to round, and the
@@ -218,6 +222,8 @@ fn name(work: Work, side: Side) -> String {
         Work::ProduceEncode => "encode",
         Work::ConsumeNoDecode => "nodecode",
         Work::ConsumeDecode => "decode",
+        Work::ConsumeBatchNoDecode => "batch-nodecode",
+        Work::ConsumeBatchDecode => "batch-decode",
     };
     let side = match side {
         Side::Raw => "raw",
@@ -318,9 +324,7 @@ impl<'a> Bench<'a> {
             (Work::ProduceEncode, Side::Kit) => {
                 kit::produce_encoding(&self.kit, topic, data.events, window, timeout).await
             }
-            (Work::ConsumeNoDecode | Work::ConsumeDecode, _) => {
-                anyhow::bail!("{work:?} is not a produce work")
-            }
+            (_, _) => anyhow::bail!("{work:?} is not a produce work"),
         }
     }
 
@@ -333,12 +337,13 @@ impl<'a> Bench<'a> {
         group: &str,
         records: usize,
     ) -> anyhow::Result<Measurement> {
-        let decode = match work {
-            Work::ConsumeNoDecode => false,
-            Work::ConsumeDecode => true,
-            Work::ProduceBytes | Work::ProduceEncode => {
-                anyhow::bail!("{work:?} is not a consume work")
-            }
+        let Some(decode) = work.decodes() else {
+            anyhow::bail!("{work:?} is not a consume work")
+        };
+        let path = if work.batched() {
+            kit::Path::Batched
+        } else {
+            kit::Path::PerRecord
         };
         let group = format!("{}.{group}", self.prefix);
         let timeout = self.options.timeout;
@@ -360,6 +365,7 @@ impl<'a> Bench<'a> {
                     &group,
                     records as u64,
                     decode,
+                    path,
                     timeout,
                 )
                 .await
@@ -442,6 +448,6 @@ mod tests {
             .collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 2 * Work::ALL.len());
     }
 }

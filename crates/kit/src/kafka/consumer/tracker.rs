@@ -57,6 +57,9 @@ pub struct Tracker {
     next_epoch: u64,
     /// One lane per partition instead of per key (the batch path).
     by_partition: bool,
+    /// The topics seen, shared by their partitions' names, so that a record does not
+    /// allocate its topic's name again.
+    topics: Vec<Arc<str>>,
 }
 
 impl Tracker {
@@ -88,7 +91,7 @@ impl Tracker {
     /// waits behind an earlier record of its key.
     pub fn accept(&mut self, record: Record) -> Option<(Ticket, Record)> {
         let partition = Partition {
-            topic: Arc::from(record.topic.as_str()),
+            topic: self.topic(&record.topic),
             partition: record.partition,
         };
         let state = self.partitions.entry(partition.clone()).or_insert_with(|| {
@@ -120,6 +123,16 @@ impl Tracker {
                 Some((ticket, record))
             }
         }
+    }
+
+    /// The shared name of `topic` (a runner follows a few topics: a scan beats a hash).
+    fn topic(&mut self, topic: &str) -> Arc<str> {
+        if let Some(known) = self.topics.iter().find(|t| ***t == *topic) {
+            return known.clone();
+        }
+        let new: Arc<str> = Arc::from(topic);
+        self.topics.push(new.clone());
+        new
     }
 
     /// Marks a record done (succeeded or dead-lettered). Returns the next record of its key to
