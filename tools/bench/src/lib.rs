@@ -177,8 +177,10 @@ async fn measure(bench: &Bench<'_>, data: &Data<'_>) -> anyhow::Result<Rounds> {
                 let topic = bench
                     .topic(&format!("r{round}-{}", name(work, side)))
                     .await?;
+                let cpu = process_cpu();
                 let measured = bench.produce(work, side, &topic, data).await?;
-                rounds.push(work, side, report_round(work, side, round, &measured));
+                let cpu = cpu_since(cpu);
+                rounds.push(work, side, report_round(work, side, round, &measured, cpu));
                 if side == Side::Kit && options.consume && consume_topic.is_none() {
                     // Kit-written records (trace context included) are what consumers read.
                     consume_topic = Some(topic);
@@ -204,10 +206,12 @@ async fn measure(bench: &Bench<'_>, data: &Data<'_>) -> anyhow::Result<Rounds> {
             for work in works.iter().copied().filter(|w| !w.produces()) {
                 for side in order(round) {
                     let group = format!("r{round}-{}", name(work, side));
+                    let cpu = process_cpu();
                     let measured = bench
                         .consume(work, side, &topic, &group, options.records)
                         .await?;
-                    rounds.push(work, side, report_round(work, side, round, &measured));
+                    let cpu = cpu_since(cpu);
+                    rounds.push(work, side, report_round(work, side, round, &measured, cpu));
                 }
             }
         }
@@ -242,10 +246,29 @@ fn order(round: usize) -> [Side; 2] {
     }
 }
 
-fn report_round(work: Work, side: Side, round: usize, measured: &Measurement) -> f64 {
+/// Prints a round's rate on stderr, with the CPU time the whole process used around the
+/// measurement (group join and shutdown included) per record: on a shared machine the rate
+/// moves with the neighbours' load, the CPU per record much less.
+fn report_round(
+    work: Work,
+    side: Side,
+    round: usize,
+    measured: &Measurement,
+    cpu: Option<Duration>,
+) -> f64 {
     let rate = measured.per_second();
+    let cpu = cpu.map_or_else(
+        || "cpu n/a".to_owned(),
+        |cpu| {
+            format!(
+                "cpu {:.2} s, {:.1} us/record",
+                cpu.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / measured.records.max(1) as f64
+            )
+        },
+    );
     eprintln!(
-        "round {round}: {:<3} {:<21} {:>9.0} msgs/s ({} records in {:.3} s)",
+        "round {round}: {:<3} {:<24} {:>9.0} msgs/s ({} records in {:.3} s; {cpu})",
         match side {
             Side::Raw => "raw",
             Side::Kit => "kit",
@@ -256,6 +279,22 @@ fn report_round(work: Work, side: Side, round: usize, measured: &Measurement) ->
         measured.elapsed.as_secs_f64()
     );
     rate
+}
+
+/// The CPU time (user and system, every thread, ended ones included) this process has used,
+/// from `/proc/self/stat` (in USER_HZ ticks, 100 a second on Linux); `None` elsewhere.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The CPU time used since `before` (a [`process_cpu`] reading).
+fn cpu_since(before: Option<Duration>) -> Option<Duration> {
+    Some(process_cpu()?.saturating_sub(before?))
 }
 
 /// The clients kept across measurements and the run's naming.

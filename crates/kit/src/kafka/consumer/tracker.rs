@@ -153,20 +153,34 @@ impl Tracker {
     ) -> (Vec<(Ticket, Record)>, Option<i64>) {
         let mut store = None;
         let mut lane = None;
-        for ticket in tickets {
-            let Some(state) = self.partitions.get_mut(&ticket.partition) else {
+        // The tickets of a batch share a partition: look its state up once per run of them.
+        let mut rest = tickets;
+        while let Some(first) = rest.first() {
+            let run = rest
+                .iter()
+                .position(|t| t.partition != first.partition)
+                .unwrap_or(rest.len());
+            let (same, next) = rest.split_at(run);
+            rest = next;
+            let Some(state) = self.partitions.get_mut(&first.partition) else {
                 continue;
             };
-            if state.epoch != ticket.epoch || !state.held.remove(&ticket.offset) {
+            let mut removed = false;
+            for ticket in same {
+                if state.epoch == ticket.epoch && state.held.remove(&ticket.offset) {
+                    self.held -= 1;
+                    removed = true;
+                    lane = Some(ticket);
+                }
+            }
+            if !removed {
                 continue;
             }
-            self.held -= 1;
             let position = state.held.first().copied().unwrap_or(state.next);
             if position > state.stored {
                 state.stored = position;
                 store = Some(position);
             }
-            lane = Some(ticket);
         }
         let Some(ticket) = lane else {
             return (Vec::new(), store);
