@@ -10,7 +10,9 @@
 //!   Only the database is left out.
 //! - **Consume** runs a `ConsumerRunner` with production settings (offset storing behind
 //!   completed records, background commits, per-key lanes, `max_in_flight`) and a handler
-//!   that counts each record, after decoding its value into `OrderPlaced` or not.
+//!   that counts each record, after decoding its value into `OrderPlaced` or not: on the
+//!   per-record path (a [`Handler`], as email runs), or on the batch path
+//!   (`Batched::new` of a [`BatchHandler`], as orders, inventory and analytics run).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -19,7 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use spine_events::orders::OrderPlaced;
-use spine_kit::kafka::consumer::{ConsumerRunner, Handler, HandlerError, Record};
+use spine_kit::kafka::consumer::{
+    Batch, BatchHandler, Batched, ConsumerRunner, Handler, HandlerError, Record,
+};
 use spine_kit::kafka::spans;
 use spine_kit::kafka::{OutgoingRecord, Publisher};
 use spine_kit::settings::KafkaSettings;
@@ -138,14 +142,42 @@ async fn count_acks(
 struct Progress {
     target: u64,
     handled: AtomicU64,
+    /// Records handled by the first call (1, or the first batch): before the interval.
+    first_count: AtomicU64,
     first: OnceLock<Instant>,
     last: OnceLock<Instant>,
     done: CancellationToken,
 }
 
-/// Counts each record and stops the runner at the target; with `decode`, decodes each value
-/// as `OrderPlaced` first (`Record::decode`, which is `spine_events::decode`), without, only
-/// reads its length.
+impl Progress {
+    /// Counts `n` more handled records: the first marks the start, reaching the target the
+    /// end (and stops the runner).
+    fn handled(&self, n: u64) {
+        let before = self.handled.fetch_add(n, Ordering::Relaxed);
+        if before == 0 {
+            let _ = self.first.set(Instant::now());
+            self.first_count.store(n, Ordering::Relaxed);
+        }
+        if before < self.target && before + n >= self.target {
+            let _ = self.last.set(Instant::now());
+            self.done.cancel();
+        }
+    }
+}
+
+/// The work on one record: with `decode`, decodes its value as `OrderPlaced`
+/// (`Record::decode`, which is `spine_events::decode`), without, only reads its length.
+fn touch(record: &Record, decode: bool) -> Result<(), HandlerError> {
+    if decode {
+        let order = record.decode::<OrderPlaced>()?;
+        std::hint::black_box(&order);
+    } else {
+        std::hint::black_box(record.payload.as_ref().map_or(0, Vec::len));
+    }
+    Ok(())
+}
+
+/// Counts each record and stops the runner at the target, after [`touch`]ing it.
 struct CountingHandler {
     progress: Arc<Progress>,
     decode: bool,
@@ -153,49 +185,60 @@ struct CountingHandler {
 
 impl Handler for CountingHandler {
     async fn handle(&self, record: &Record) -> Result<(), HandlerError> {
-        if self.decode {
-            let order = record.decode::<OrderPlaced>()?;
-            std::hint::black_box(&order);
-        } else {
-            std::hint::black_box(record.payload.as_ref().map_or(0, Vec::len));
-        }
-        let progress = &self.progress;
-        let handled = progress.handled.fetch_add(1, Ordering::Relaxed) + 1;
-        if handled == 1 {
-            let _ = progress.first.set(Instant::now());
-        }
-        if handled == progress.target {
-            let _ = progress.last.set(Instant::now());
-            progress.done.cancel();
-        }
+        touch(record, self.decode)?;
+        self.progress.handled(1);
         Ok(())
     }
 }
 
-/// Runs a `ConsumerRunner` as a fresh `group` over `topic` until `records` records are handled
-/// (each value decoded as `OrderPlaced` with `decode`, only its length read without),
-/// then cancels it, and measures from the first handled record to the last (group join and
-/// shutdown are outside the interval, as for the raw consumer).
+/// The batch path's [`CountingHandler`]: [`touch`]es each record of the batch, in order, then
+/// counts them all.
+struct CountingBatchHandler {
+    progress: Arc<Progress>,
+    decode: bool,
+}
+
+impl BatchHandler for CountingBatchHandler {
+    async fn handle_batch(&self, batch: &Batch<'_>) -> Result<(), HandlerError> {
+        for item in batch.iter() {
+            touch(item.record(), self.decode)?;
+        }
+        self.progress.handled(batch.len() as u64);
+        Ok(())
+    }
+}
+
+/// Which of the runner's paths a consume measurement takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// A [`Handler`] called per record (email's path).
+    PerRecord,
+    /// `Batched::new` of a [`BatchHandler`], up to `kafka.consumer.max_batch` records of a
+    /// partition per call (the path of orders, inventory and analytics).
+    Batched,
+}
+
+/// Runs a `ConsumerRunner` on `path` as a fresh `group` over `topic` until `records` records
+/// are handled (each value decoded as `OrderPlaced` with `decode`, only its length read
+/// without), then cancels it, and measures from the first handled record (batch) to the last
+/// (group join and shutdown are outside the interval, as for the raw consumer).
 pub async fn consume(
     settings: &KafkaSettings,
     topic: &str,
     group: &str,
     records: u64,
     decode: bool,
+    path: Path,
     timeout: Duration,
 ) -> anyhow::Result<Measurement> {
     let progress = Arc::new(Progress {
         target: records,
         handled: AtomicU64::new(0),
+        first_count: AtomicU64::new(0),
         first: OnceLock::new(),
         last: OnceLock::new(),
         done: CancellationToken::new(),
     });
-    let handler = CountingHandler {
-        progress: progress.clone(),
-        decode,
-    };
-    let runner = ConsumerRunner::new(settings, group, &[topic], handler)?;
     let done = progress.done.clone();
     let watchdog = tokio::spawn(async move {
         tokio::select! {
@@ -203,7 +246,24 @@ pub async fn consume(
             () = done.cancelled() => {}
         }
     });
-    let result = runner.run(progress.done.clone()).await;
+    let result = match path {
+        Path::PerRecord => {
+            let handler = CountingHandler {
+                progress: progress.clone(),
+                decode,
+            };
+            let runner = ConsumerRunner::new(settings, group, &[topic], handler)?;
+            runner.run(progress.done.clone()).await
+        }
+        Path::Batched => {
+            let handler = Batched::new(CountingBatchHandler {
+                progress: progress.clone(),
+                decode,
+            });
+            let runner = ConsumerRunner::new(settings, group, &[topic], handler)?;
+            runner.run(progress.done.clone()).await
+        }
+    };
     watchdog.abort();
     result.context("kit consumer runner")?;
     let handled = progress.handled.load(Ordering::Relaxed);
@@ -211,8 +271,9 @@ pub async fn consume(
         bail!("kit consume: {handled} of {records} records in {timeout:?}");
     };
     Ok(Measurement {
-        // The interval starts at the first record, so it covers the others.
-        records: records - 1,
+        // The interval starts once the first record (or batch) is handled, so it covers the
+        // others.
+        records: records - progress.first_count.load(Ordering::Relaxed).min(records),
         elapsed: last.duration_since(*first),
     })
 }

@@ -10,7 +10,11 @@
 //!   interval (kit: `OutgoingRecord::from_event`, then the relay's per-row work);
 //! - **consume, no decode**: a plain `BaseConsumer`, and the `ConsumerRunner` with a handler
 //!   that does nothing with the bytes, over the same prefilled topic, each as a fresh group;
-//! - **consume, decode**: the same, both decoding each value with `spine_events::decode`.
+//! - **consume, decode**: the same, both decoding each value with `spine_events::decode`;
+//! - **consume batch, no decode / decode**: the same two, the kit's runner on its batch path
+//!   (`Batched::new` of a batch handler, `kafka.consumer.max_batch` records of a partition
+//!   per call), which orders, inventory and analytics use; the per-record rows are the path
+//!   email uses. The raw side is the same plain consumer, measured again for these rows.
 //!
 //! The kit's share of raw is judged on these like-for-like pairs. Every measurement gets fresh
 //! topics or groups; raw and kit alternate which goes first from round to round, and the
@@ -173,8 +177,10 @@ async fn measure(bench: &Bench<'_>, data: &Data<'_>) -> anyhow::Result<Rounds> {
                 let topic = bench
                     .topic(&format!("r{round}-{}", name(work, side)))
                     .await?;
+                let cpu = process_cpu();
                 let measured = bench.produce(work, side, &topic, data).await?;
-                rounds.push(work, side, report_round(work, side, round, &measured));
+                let cpu = cpu_since(cpu);
+                rounds.push(work, side, report_round(work, side, round, &measured, cpu));
                 if side == Side::Kit && options.consume && consume_topic.is_none() {
                     // Kit-written records (trace context included) are what consumers read.
                     consume_topic = Some(topic);
@@ -200,10 +206,12 @@ async fn measure(bench: &Bench<'_>, data: &Data<'_>) -> anyhow::Result<Rounds> {
             for work in works.iter().copied().filter(|w| !w.produces()) {
                 for side in order(round) {
                     let group = format!("r{round}-{}", name(work, side));
+                    let cpu = process_cpu();
                     let measured = bench
                         .consume(work, side, &topic, &group, options.records)
                         .await?;
-                    rounds.push(work, side, report_round(work, side, round, &measured));
+                    let cpu = cpu_since(cpu);
+                    rounds.push(work, side, report_round(work, side, round, &measured, cpu));
                 }
             }
         }
@@ -218,6 +226,8 @@ fn name(work: Work, side: Side) -> String {
         Work::ProduceEncode => "encode",
         Work::ConsumeNoDecode => "nodecode",
         Work::ConsumeDecode => "decode",
+        Work::ConsumeBatchNoDecode => "batch-nodecode",
+        Work::ConsumeBatchDecode => "batch-decode",
     };
     let side = match side {
         Side::Raw => "raw",
@@ -236,10 +246,29 @@ fn order(round: usize) -> [Side; 2] {
     }
 }
 
-fn report_round(work: Work, side: Side, round: usize, measured: &Measurement) -> f64 {
+/// Prints a round's rate on stderr, with the CPU time the whole process used around the
+/// measurement (group join and shutdown included) per record: on a shared machine the rate
+/// moves with the neighbours' load, the CPU per record much less.
+fn report_round(
+    work: Work,
+    side: Side,
+    round: usize,
+    measured: &Measurement,
+    cpu: Option<Duration>,
+) -> f64 {
     let rate = measured.per_second();
+    let cpu = cpu.map_or_else(
+        || "cpu n/a".to_owned(),
+        |cpu| {
+            format!(
+                "cpu {:.2} s, {:.1} us/record",
+                cpu.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / measured.records.max(1) as f64
+            )
+        },
+    );
     eprintln!(
-        "round {round}: {:<3} {:<21} {:>9.0} msgs/s ({} records in {:.3} s)",
+        "round {round}: {:<3} {:<24} {:>9.0} msgs/s ({} records in {:.3} s; {cpu})",
         match side {
             Side::Raw => "raw",
             Side::Kit => "kit",
@@ -250,6 +279,22 @@ fn report_round(work: Work, side: Side, round: usize, measured: &Measurement) ->
         measured.elapsed.as_secs_f64()
     );
     rate
+}
+
+/// The CPU time (user and system, every thread, ended ones included) this process has used,
+/// from `/proc/self/stat` (in USER_HZ ticks, 100 a second on Linux); `None` elsewhere.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The CPU time used since `before` (a [`process_cpu`] reading).
+fn cpu_since(before: Option<Duration>) -> Option<Duration> {
+    Some(process_cpu()?.saturating_sub(before?))
 }
 
 /// The clients kept across measurements and the run's naming.
@@ -318,9 +363,7 @@ impl<'a> Bench<'a> {
             (Work::ProduceEncode, Side::Kit) => {
                 kit::produce_encoding(&self.kit, topic, data.events, window, timeout).await
             }
-            (Work::ConsumeNoDecode | Work::ConsumeDecode, _) => {
-                anyhow::bail!("{work:?} is not a produce work")
-            }
+            (_, _) => anyhow::bail!("{work:?} is not a produce work"),
         }
     }
 
@@ -333,12 +376,13 @@ impl<'a> Bench<'a> {
         group: &str,
         records: usize,
     ) -> anyhow::Result<Measurement> {
-        let decode = match work {
-            Work::ConsumeNoDecode => false,
-            Work::ConsumeDecode => true,
-            Work::ProduceBytes | Work::ProduceEncode => {
-                anyhow::bail!("{work:?} is not a consume work")
-            }
+        let Some(decode) = work.decodes() else {
+            anyhow::bail!("{work:?} is not a consume work")
+        };
+        let path = if work.batched() {
+            kit::Path::Batched
+        } else {
+            kit::Path::PerRecord
         };
         let group = format!("{}.{group}", self.prefix);
         let timeout = self.options.timeout;
@@ -360,6 +404,7 @@ impl<'a> Bench<'a> {
                     &group,
                     records as u64,
                     decode,
+                    path,
                     timeout,
                 )
                 .await
@@ -442,6 +487,6 @@ mod tests {
             .collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 2 * Work::ALL.len());
     }
 }

@@ -23,7 +23,9 @@ Measures, on one broker in one run with one message size, the msgs/s of plain rd
 produce pre-encoded bytes (raw producer vs the relay's Publisher path), produce with an encode \
 per event (both call spine_events::encode), consume without decoding (raw consumer vs a \
 ConsumerRunner whose handler does nothing with the bytes) and consume with a decode per record \
-(both call spine_events::decode). Rates are medians over --rounds; raw and kit alternate which \
+(both call spine_events::decode), each consume work on the runner's per-record path (a Handler, \
+as email runs) and on its batch path (Batched::new of a BatchHandler, as orders, inventory and \
+analytics run). Rates are medians over --rounds; raw and kit alternate which \
 runs first. Consume rates run from the first record received to the last, so group joins are \
 not counted. Progress goes to stderr, the table to stdout.";
 
@@ -60,6 +62,15 @@ struct Cli {
     /// The kit consumer's `max_in_flight` [default: the kit's default].
     #[arg(long, value_name = "N")]
     max_in_flight: Option<usize>,
+    /// The kit consumer's `max_batch` on the batch path [default: the kit's default].
+    #[arg(long, value_name = "N")]
+    max_batch: Option<usize>,
+    /// The kit consumer's `kafka.consumer.nice`: how many nice levels below this process its
+    /// dispatcher and handlers run. 0, the default, runs them at the raw consumer's priority,
+    /// like for like; a service runs them at the kit's default (10), which on a busy machine
+    /// (the broker on the same cores) leaves them only the CPU the rest does not want.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    consumer_nice: i32,
     /// Also write the report as a JSON object to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -110,6 +121,17 @@ async fn main() -> ExitCode {
     if let Some(max_in_flight) = cli.max_in_flight {
         kafka.consumer.max_in_flight = max_in_flight;
     }
+    if let Some(max_batch) = cli.max_batch {
+        kafka.consumer.max_batch = max_batch;
+    }
+    if !(0..=spine_kit::runtime::MAX_NICE).contains(&cli.consumer_nice) {
+        eprintln!(
+            "error: --consumer-nice must be 0 to {}",
+            spine_kit::runtime::MAX_NICE
+        );
+        return ExitCode::from(2);
+    }
+    kafka.consumer.nice = cli.consumer_nice;
     let options = Options {
         kafka,
         records: cli.records,
@@ -129,10 +151,12 @@ async fn main() -> ExitCode {
     };
     let report = Report::new(outcome.size.total(), cli.records as u64, &outcome.rounds);
     let context = format!(
-        "{} partitions, kit window {}, max_in_flight {}, telemetry {:?}, broker {}",
+        "{} partitions, kit window {}, max_in_flight {}, max_batch {}, consumer nice {}, telemetry {:?}, broker {}",
         options.kafka.topics.partitions,
         options.window,
         options.kafka.consumer.max_in_flight,
+        options.kafka.consumer.max_batch,
+        options.kafka.consumer.nice,
         cli.telemetry,
         options.kafka.bootstrap_servers
     )

@@ -56,20 +56,41 @@ pub enum Work {
     ConsumeNoDecode,
     /// Consume records and decode each value with `spine_events::decode`.
     ConsumeDecode,
+    /// [`Work::ConsumeNoDecode`] through the kit's batch path (`Batched`), as orders,
+    /// inventory and analytics consume; the raw side does the same per-record work.
+    ConsumeBatchNoDecode,
+    /// [`Work::ConsumeDecode`] through the kit's batch path (`Batched`).
+    ConsumeBatchDecode,
 }
 
 impl Work {
     /// All kinds of work, in table order.
-    pub const ALL: [Work; 4] = [
+    pub const ALL: [Work; 6] = [
         Work::ProduceBytes,
         Work::ProduceEncode,
         Work::ConsumeNoDecode,
         Work::ConsumeDecode,
+        Work::ConsumeBatchNoDecode,
+        Work::ConsumeBatchDecode,
     ];
 
     /// Whether this is a producing work.
     pub fn produces(self) -> bool {
         matches!(self, Work::ProduceBytes | Work::ProduceEncode)
+    }
+
+    /// Whether a consuming work decodes each value (`None` for a producing work).
+    pub fn decodes(self) -> Option<bool> {
+        match self {
+            Work::ConsumeNoDecode | Work::ConsumeBatchNoDecode => Some(false),
+            Work::ConsumeDecode | Work::ConsumeBatchDecode => Some(true),
+            Work::ProduceBytes | Work::ProduceEncode => None,
+        }
+    }
+
+    /// Whether the kit side of a consuming work runs the batch path.
+    pub fn batched(self) -> bool {
+        matches!(self, Work::ConsumeBatchNoDecode | Work::ConsumeBatchDecode)
     }
 
     /// The table's row label (without the side).
@@ -79,6 +100,8 @@ impl Work {
             Work::ProduceEncode => "produce, encode each",
             Work::ConsumeNoDecode => "consume, no decode",
             Work::ConsumeDecode => "consume, decode",
+            Work::ConsumeBatchNoDecode => "consume batch, no decode",
+            Work::ConsumeBatchDecode => "consume batch, decode",
         }
     }
 
@@ -92,10 +115,16 @@ impl Work {
                 "both encode each event with spine_events::encode inside the interval; kit: OutgoingRecord::from_event, then the relay's per-row work"
             }
             Work::ConsumeNoDecode => {
-                "both only read each value's length; kit: ConsumerRunner with a handler that does nothing with the bytes"
+                "both only read each value's length; kit: ConsumerRunner with a per-record handler that does nothing with the bytes (the path email uses)"
             }
             Work::ConsumeDecode => {
-                "both decode each value as OrderPlaced with spine_events::decode; kit: ConsumerRunner with a decoding handler"
+                "both decode each value as OrderPlaced with spine_events::decode; kit: ConsumerRunner with a decoding per-record handler"
+            }
+            Work::ConsumeBatchNoDecode => {
+                "both only read each value's length; kit: ConsumerRunner with Batched::new(a batch handler that does nothing with the bytes), the path orders, inventory and analytics use"
+            }
+            Work::ConsumeBatchDecode => {
+                "both decode each value as OrderPlaced with spine_events::decode; kit: ConsumerRunner with Batched::new(a batch handler decoding each record)"
             }
         }
     }
@@ -126,7 +155,7 @@ impl Side {
 /// Rates in msgs/s per round, for each work and side.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rounds {
-    rates: [[Vec<f64>; 2]; 4],
+    rates: [[Vec<f64>; 2]; Work::ALL.len()],
 }
 
 impl Rounds {
@@ -188,6 +217,10 @@ pub struct Report {
     pub consume_no_decode: Pair,
     /// Consuming with a decode per record.
     pub consume_decode: Pair,
+    /// Consuming without decoding, the kit on its batch path.
+    pub consume_batch_no_decode: Pair,
+    /// Consuming with a decode per record, the kit on its batch path.
+    pub consume_batch_decode: Pair,
 }
 
 impl Report {
@@ -200,6 +233,8 @@ impl Report {
             produce_encode: Pair::new(rounds, Work::ProduceEncode),
             consume_no_decode: Pair::new(rounds, Work::ConsumeNoDecode),
             consume_decode: Pair::new(rounds, Work::ConsumeDecode),
+            consume_batch_no_decode: Pair::new(rounds, Work::ConsumeBatchNoDecode),
+            consume_batch_decode: Pair::new(rounds, Work::ConsumeBatchDecode),
         }
     }
 
@@ -210,6 +245,8 @@ impl Report {
             Work::ProduceEncode => &self.produce_encode,
             Work::ConsumeNoDecode => &self.consume_no_decode,
             Work::ConsumeDecode => &self.consume_decode,
+            Work::ConsumeBatchNoDecode => &self.consume_batch_no_decode,
+            Work::ConsumeBatchDecode => &self.consume_batch_decode,
         }
     }
 }
@@ -240,14 +277,14 @@ pub fn table(report: &Report, rounds: &Rounds, size: &MessageSize, context: &str
         size.header_count,
         size.headers,
     );
-    let _ = write!(out, "{:<26}", "msgs/s");
+    let _ = write!(out, "{:<30}", "msgs/s");
     for round in 1..=count {
         let _ = write!(out, " {:>10}", format!("round {round}"));
     }
     let _ = writeln!(out, " {:>10} {:>8}", "median", "kit/raw");
     for work in Work::ALL {
         for side in [Side::Raw, Side::Kit] {
-            let _ = write!(out, "{:<26}", format!("{} {}", side.label(), work.label()));
+            let _ = write!(out, "{:<30}", format!("{} {}", side.label(), work.label()));
             let rates = rounds.of(work, side);
             for round in 0..count {
                 match rates.get(round) {
@@ -324,6 +361,16 @@ mod tests {
                 [100.0, 300.0, 200.0],
             ),
             (Work::ConsumeDecode, [90.0, 90.0, 90.0], [45.0, 45.0, 45.0]),
+            (
+                Work::ConsumeBatchNoDecode,
+                [400.0, 400.0, 400.0],
+                [300.0, 300.0, 300.0],
+            ),
+            (
+                Work::ConsumeBatchDecode,
+                [90.0, 90.0, 90.0],
+                [72.0, 72.0, 72.0],
+            ),
         ] {
             for (r, k) in raw.into_iter().zip(kit) {
                 rounds.push(work, Side::Raw, r);
@@ -342,6 +389,8 @@ mod tests {
         assert_eq!(report.produce_encode.kit_share, 0.25);
         assert_eq!(report.consume_no_decode.kit_share, 0.5);
         assert_eq!(report.consume_decode.kit_share, 0.5);
+        assert_eq!(report.consume_batch_no_decode.kit_share, 0.75);
+        assert_eq!(report.consume_batch_decode.kit_share, 0.8);
         let empty = Report::new(1, 1, &Rounds::default());
         assert_eq!(empty.produce_bytes.kit_share, 0.0);
     }
@@ -355,6 +404,8 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "consume_batch_decode",
+                "consume_batch_no_decode",
                 "consume_decode",
                 "consume_no_decode",
                 "message_bytes",
@@ -390,7 +441,7 @@ mod tests {
         let report = Report::new(size.total(), 1000, &rounds());
         let table = table(&report, &rounds(), &size, "test");
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 2 + 8 + 4, "{table}");
+        assert_eq!(lines.len(), 2 + 12 + 6, "{table}");
         assert!(lines[0].contains("message 300 bytes"), "{table}");
         assert!(lines[1].contains("round 3") && lines[1].contains("median"));
         assert!(lines[2].starts_with("raw produce, pre-encoded"), "{table}");
@@ -401,9 +452,15 @@ mod tests {
         );
         assert!(lines[9].starts_with("kit consume, decode"), "{table}");
         assert!(
-            lines[13].starts_with("consume, decode: both decode"),
+            lines[11].starts_with("kit consume batch, no decode") && lines[11].ends_with("75.0%"),
             "{table}"
         );
+        assert!(lines[13].starts_with("kit consume batch, decode") && lines[13].ends_with("80.0%"));
+        assert!(
+            lines[17].starts_with("consume, decode: both decode"),
+            "{table}"
+        );
+        assert!(lines[19].contains("Batched::new"), "{table}");
     }
 
     #[test]

@@ -39,8 +39,36 @@ pub mod dlq {
 
 /// An ordered, owned list of headers. Kafka allows repeated names; [`Headers::get`] returns the
 /// last, so a later writer overrides an earlier one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, Vec<u8>)>);
+///
+/// The names and values are kept back to back in one buffer (two allocations per list, not
+/// two per header): the consumer runner copies every record's headers.
+#[derive(Clone, Default)]
+pub struct Headers {
+    /// Each header's name, then its value.
+    bytes: Vec<u8>,
+    /// Per header, where its name ends and where its value ends in `bytes` (its name starts
+    /// where the previous value ends).
+    ends: Vec<(usize, usize)>,
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.iter()
+                    .map(|(name, value)| (name, String::from_utf8_lossy(value))),
+            )
+            .finish()
+    }
+}
 
 impl Headers {
     /// An empty list.
@@ -48,10 +76,38 @@ impl Headers {
         Self::default()
     }
 
+    /// An empty list with room for `headers` headers of `bytes` bytes of names and values.
+    fn with_capacity(headers: usize, bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(headers),
+        }
+    }
+
     /// Appends a header.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> &mut Self {
-        self.0.push((name.into(), value.into()));
+        self.push(name.into().as_str(), &value.into());
         self
+    }
+
+    fn push(&mut self, name: &str, value: &[u8]) {
+        self.bytes.extend_from_slice(name.as_bytes());
+        let name_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((name_end, self.bytes.len()));
+    }
+
+    /// The headers as (name, value) byte slices, in order.
+    fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let entry = (
+                &self.bytes[start..name_end],
+                &self.bytes[name_end..value_end],
+            );
+            start = value_end;
+            entry
+        })
     }
 
     /// Appends a header, builder style.
@@ -62,11 +118,14 @@ impl Headers {
 
     /// The last value of `name`, as bytes.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        // The offsets run forwards: keep the last match.
+        let mut found = None;
+        for (n, v) in self.entries() {
+            if n == name.as_bytes() {
+                found = Some(v);
+            }
+        }
+        found
     }
 
     /// The last value of `name`, if it is UTF-8.
@@ -76,23 +135,31 @@ impl Headers {
 
     /// All headers in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        // Names only ever enter as `&str`, so they are UTF-8.
+        self.entries()
+            .map(|(n, v)| (std::str::from_utf8(n).unwrap_or_default(), v))
     }
 
     /// Copies librdkafka's borrowed headers. Null values become empty values.
     pub fn from_borrowed(headers: &BorrowedHeaders) -> Self {
-        Self(
-            headers
-                .iter()
-                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                .collect(),
-        )
+        let count = headers.count();
+        let mut out = Self::with_capacity(count, 0);
+        let all = (0..count).filter_map(|i| headers.try_get(i));
+        let size = all
+            .clone()
+            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+            .sum();
+        out.bytes.reserve_exact(size);
+        for h in all {
+            out.push(h.key, h.value.unwrap_or_default());
+        }
+        out
     }
 
     /// Converts to librdkafka's owned headers for a produce call.
     pub fn to_owned_headers(&self) -> OwnedHeaders {
-        self.0.iter().fold(
-            OwnedHeaders::new_with_capacity(self.0.len()),
+        self.iter().fold(
+            OwnedHeaders::new_with_capacity(self.ends.len()),
             |acc, (k, v)| {
                 acc.insert(Header {
                     key: k,
@@ -127,10 +194,10 @@ impl Headers {
     /// A compact, lossless encoding for storage (the outbox): for each header, the name's and
     /// the value's lengths as little-endian u32, then their bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let size = self.0.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
+        let size = 8 * self.ends.len() + self.bytes.len();
         let mut out = Vec::with_capacity(size);
-        for (name, value) in &self.0 {
-            for part in [name.as_bytes(), value.as_slice()] {
+        for (name, value) in self.entries() {
+            for part in [name, value] {
                 out.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_le_bytes());
                 out.extend_from_slice(part);
             }
@@ -146,11 +213,11 @@ impl Headers {
             *bytes = &bytes[4 + len..];
             Some(part)
         }
-        let mut headers = Self::new();
+        let mut headers = Self::with_capacity(0, bytes.len());
         while !bytes.is_empty() {
-            let name = String::from_utf8(take(&mut bytes)?.to_vec()).ok()?;
-            let value = take(&mut bytes)?.to_vec();
-            headers.insert(name, value);
+            let name = std::str::from_utf8(take(&mut bytes)?).ok()?;
+            let value = take(&mut bytes)?;
+            headers.push(name, value);
         }
         Some(headers)
     }
@@ -158,8 +225,14 @@ impl Headers {
 
 impl Injector for Headers {
     fn set(&mut self, key: &str, value: String) {
-        self.0.retain(|(n, _)| n != key);
-        self.insert(key, value);
+        if self.get(key).is_some() {
+            let mut kept = Self::with_capacity(self.ends.len(), self.bytes.len());
+            for (n, v) in self.iter().filter(|(n, _)| *n != key) {
+                kept.push(n, v);
+            }
+            *self = kept;
+        }
+        self.push(key, value.as_bytes());
     }
 }
 
@@ -169,7 +242,7 @@ impl Extractor for Headers {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(n, _)| n.as_str()).collect()
+        self.iter().map(|(n, _)| n).collect()
     }
 }
 
@@ -211,6 +284,33 @@ mod tests {
         assert_eq!(Headers::from_bytes(&headers.to_bytes()), Some(headers));
         assert_eq!(Headers::from_bytes(&[1, 0, 0]), None);
         assert_eq!(Headers::from_bytes(&[9, 0, 0, 0, b'x']), None);
+    }
+
+    #[test]
+    fn injecting_a_context_again_replaces_the_old_one_and_keeps_the_others_in_order() {
+        let context = |span: &str| {
+            let span = SpanContext::new(
+                TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+                SpanId::from_hex(span).unwrap(),
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::default(),
+            );
+            opentelemetry::Context::new().with_remote_span_context(span)
+        };
+        let mut headers = Headers::new().with(EVENT_ID, "e1");
+        headers.inject_context(&context("00f067aa0ba902b7"));
+        headers.insert("after", vec![1u8, 2]);
+        headers.inject_context(&context("00f067aa0ba902b8"));
+        let names: Vec<&str> = headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [EVENT_ID, "after", TRACEPARENT, TRACESTATE]);
+        assert_eq!(
+            headers.get_str(TRACEPARENT),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b8-01")
+        );
+        assert_eq!(headers.get("after"), Some(&[1u8, 2][..]));
+        assert_eq!(headers, headers.clone());
+        assert_ne!(headers, Headers::new().with(EVENT_ID, "e1"));
     }
 
     #[test]

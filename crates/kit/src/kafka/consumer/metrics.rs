@@ -2,7 +2,6 @@
 //! series up by name and labels (and allocating the label strings) for every record cost more
 //! than the increment itself.
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use metrics::{Counter, Histogram};
@@ -59,10 +58,11 @@ impl TopicMetrics {
     }
 }
 
-/// A group's [`TopicMetrics`], made on first use of each topic.
+/// A group's [`TopicMetrics`], made on first use of each topic. A runner follows a few
+/// topics, and every record looks its topic up: a scan of a short list beats hashing the name.
 pub(super) struct ConsumerMetrics {
     group: Arc<str>,
-    topics: RwLock<HashMap<String, Arc<TopicMetrics>>>,
+    topics: RwLock<Vec<(Box<str>, Arc<TopicMetrics>)>>,
 }
 
 impl ConsumerMetrics {
@@ -77,24 +77,24 @@ impl ConsumerMetrics {
     /// `increase()` in an alert sees the first dead letter too.
     pub fn topic(&self, topic: &str) -> Arc<TopicMetrics> {
         // The maps are never left half-written: a poisoned lock is fine to use.
-        if let Some(found) = self
-            .topics
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(topic)
-        {
-            return found.clone();
+        let find = |topics: &[(Box<str>, Arc<TopicMetrics>)]| {
+            topics
+                .iter()
+                .find(|(name, _)| **name == *topic)
+                .map(|(_, metrics)| metrics.clone())
+        };
+        if let Some(found) = find(&self.topics.read().unwrap_or_else(PoisonError::into_inner)) {
+            return found;
         }
-        self.topics
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(topic.to_owned())
-            .or_insert_with(|| {
-                let made = TopicMetrics::new(&self.group, topic);
-                made.handled.increment(0);
-                made.dead_lettered.increment(0);
-                Arc::new(made)
-            })
-            .clone()
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = find(&topics) {
+            return found;
+        }
+        let made = TopicMetrics::new(&self.group, topic);
+        made.handled.increment(0);
+        made.dead_lettered.increment(0);
+        let made = Arc::new(made);
+        topics.push((Box::from(topic), made.clone()));
+        made
     }
 }

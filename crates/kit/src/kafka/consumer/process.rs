@@ -20,7 +20,7 @@ use super::runner::RunnerError;
 use super::shared::{Done, PartitionWork, Shared};
 use super::tracker::Ticket;
 use crate::kafka::producer::Publisher;
-use crate::kafka::spans;
+use crate::kafka::spans::{self, ClientInfo};
 use crate::settings::{ConsumerSettings, RetrySettings};
 
 /// How a record's processing ended.
@@ -33,10 +33,12 @@ pub(super) enum Outcome {
     Failed(RunnerError),
 }
 
-/// What a record task needs, cloned per record.
+/// What a record task needs: made once per run of the runner and shared by its tasks.
 #[derive(Clone)]
 pub(super) struct Process<H> {
     pub handler: Arc<H>,
+    /// What the `process` spans say about this consumer.
+    pub client: ClientInfo,
     pub retry: RetrySettings,
     pub handler_timeout: Duration,
     pub shared: Arc<Shared>,
@@ -210,7 +212,7 @@ impl<H: Handler> Process<H> {
                 Ok(()) => {
                     metrics.handled.increment(batch.len() as u64);
                     return vec![Done {
-                        tickets,
+                        tickets: tickets.into(),
                         outcome: Outcome::Handled,
                     }];
                 }
@@ -294,14 +296,17 @@ impl<H: Handler> Process<H> {
                 Outcome::Handled | Outcome::DeadLettered => handled.push(ticket),
                 Outcome::Abandoned => break,
                 Outcome::Failed(failure) => {
-                    dones.push(failed(vec![ticket], failure));
+                    dones.push(Done {
+                        tickets: ticket.into(),
+                        outcome: Outcome::Failed(failure),
+                    });
                     break;
                 }
             }
         }
         if !handled.is_empty() {
             dones.push(Done {
-                tickets: handled,
+                tickets: handled.into(),
                 outcome: Outcome::Handled,
             });
         }
@@ -442,7 +447,7 @@ impl<H: Handler> Process<H> {
 /// A failure that stops the runner, for the records it leaves unstored.
 fn failed(tickets: Vec<Ticket>, failure: RunnerError) -> Done {
     Done {
-        tickets,
+        tickets: tickets.into(),
         outcome: Outcome::Failed(failure),
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -22,6 +23,10 @@ use crate::kafka::headers::Headers;
 use crate::kafka::producer::{PublishError, Publisher};
 use crate::kafka::spans::{ClientInfo, process_span};
 use crate::settings::{ConsumerSettings, KafkaSettings};
+
+/// Most messages the dispatcher takes in one turn of its loop (see `take_ready`): enough to
+/// amortise the turn, few enough that completions are taken (and slots freed) often.
+const READY_BURST: usize = 64;
 
 /// Worker threads of the lowered runtime a runner runs on: two, so that `block_in_place` in
 /// the revoke has another worker to leave the record tasks to.
@@ -151,6 +156,7 @@ impl<H: Handler> ConsumerRunner<H> {
     fn process(&self, shared: &Arc<Shared>, stop: &CancellationToken) -> Process<H> {
         Process {
             handler: self.handler.clone(),
+            client: self.client.clone(),
             retry: self.settings.consumer.retry.clone(),
             handler_timeout: self.settings.consumer.handler_timeout,
             shared: shared.clone(),
@@ -222,11 +228,13 @@ impl<H: Handler> ConsumerRunner<H> {
         tracing::info!(group = %self.group, topics = ?self.topics, max_rate,
             max_batch = max_batch.unwrap_or(1), "consumer started");
 
+        let stop = shutdown.child_token();
         let mut dispatcher = Dispatcher {
             runner: &self,
             consumer: &consumer,
+            process: Arc::new(self.process(&shared, &stop)),
             shared,
-            stop: shutdown.child_token(),
+            stop,
             failure: None,
             pacer: Pacer::new(max_rate),
             rate_limited,
@@ -249,6 +257,8 @@ pub fn dlq_topic(settings: &ConsumerSettings, group: &str) -> String {
 struct Dispatcher<'a, H> {
     runner: &'a ConsumerRunner<H>,
     consumer: &'a StreamConsumer<RunnerContext>,
+    /// What every record task runs, made once and shared by them.
+    process: Arc<Process<H>>,
     shared: Arc<Shared>,
     /// Cancelled on shutdown or on the first failure: stops polling and interrupts retries.
     stop: CancellationToken,
@@ -283,8 +293,10 @@ impl<H: Handler> Dispatcher<'_, H> {
         let in_flight =
             metrics::gauge!("spine_consumer_in_flight", "group" => self.runner.group.to_string());
         let mut full_since: Option<tokio::time::Instant> = None;
-        // Copied out so that a received message borrows the consumer, not `self`.
+        // One stream for the whole loop (a `recv` per message registers and unregisters a
+        // waker slot each time); it borrows the consumer, not `self`.
         let consumer = self.consumer;
+        let mut messages = consumer.stream();
         let shared = self.shared.clone();
         loop {
             let rate_due = self.start_due();
@@ -320,12 +332,42 @@ impl<H: Handler> Dispatcher<'_, H> {
                 () = tokio::time::sleep_until(pause_at), if full => self.set_paused(true),
                 // The next rate slot is due: the loop's start starts the waiting records.
                 () = tokio::time::sleep_until(rate_due.unwrap_or(now)), if rate_due.is_some() => {}
-                message = consumer.recv(), if !full => match message {
-                    Ok(message) => self.on_message(&message),
-                    Err(err) => {
+                message = messages.next(), if !full => match message {
+                    Some(Ok(message)) => {
+                        self.on_message(&message);
+                        drop(message);
+                        self.take_ready(&mut messages, max_in_flight);
+                    }
+                    Some(Err(err)) => {
                         tracing::warn!(group = %self.runner.group, error = %err, "consumer error");
                     }
+                    None => unreachable!("kafka streams never terminate"),
                 },
+            }
+        }
+    }
+
+    /// Takes the messages librdkafka already holds, without waiting, up to [`READY_BURST`]
+    /// and while the bound allows, so that a backlog costs one turn of the dispatcher loop
+    /// per burst rather than per record. Stops at the first that is not ready, at a stall
+    /// (the loop pauses first) and at shutdown.
+    fn take_ready(
+        &mut self,
+        messages: &mut rdkafka::consumer::MessageStream<'_, RunnerContext>,
+        max_in_flight: usize,
+    ) {
+        for _ in 0..READY_BURST {
+            let shared = &self.shared;
+            let full = !shared.paused() && lock(&shared.tracker).held() >= max_in_flight;
+            if full || shared.stall.is_stalled() || self.stop.is_cancelled() {
+                return;
+            }
+            match messages.next().now_or_never() {
+                Some(Some(Ok(message))) => self.on_message(&message),
+                Some(Some(Err(err))) => {
+                    tracing::warn!(group = %self.runner.group, error = %err, "consumer error");
+                }
+                Some(None) | None => return,
             }
         }
     }
@@ -397,39 +439,61 @@ impl<H: Handler> Dispatcher<'_, H> {
         }
     }
 
+    /// Takes every queued completion, in order: marks its records done (one tracker lock for
+    /// all), stores each partition's offset once (the last it advanced to: offsets only
+    /// grow, and nothing runs between the marking and the store), then starts the records
+    /// that were waiting behind them, unless a failure among them stopped the runner.
     fn take_completions(&mut self) {
-        for done in self.shared.take_completions() {
-            self.on_done(done);
+        let dones = self.shared.take_completions();
+        if dones.is_empty() {
+            return;
         }
-    }
-
-    fn on_done(&mut self, Done { tickets, outcome }: Done) {
-        match outcome {
-            Outcome::Handled | Outcome::DeadLettered => {
-                let Some(partition) = tickets.first().map(|t| t.partition.clone()) else {
-                    return;
-                };
-                let max_next = self.max_batch.unwrap_or(1);
-                let (next, store) = lock(&self.shared.tracker).complete_many(&tickets, max_next);
-                if let Some(offset) = store {
-                    self.store(&partition, offset);
-                }
-                if self.stop.is_cancelled() || next.is_empty() {
-                    return;
-                }
-                if self.max_batch.is_some() {
-                    self.start_batch(next);
-                } else {
-                    for (ticket, record) in next {
-                        self.admit(ticket, record);
+        let max_next = self.max_batch.unwrap_or(1);
+        let mut stores: Vec<(Partition, i64)> = Vec::new();
+        let mut starts = Vec::new();
+        {
+            let mut tracker = lock(&self.shared.tracker);
+            for Done { tickets, outcome } in dones {
+                match outcome {
+                    Outcome::Handled | Outcome::DeadLettered => {
+                        let Some(first) = tickets.first() else {
+                            continue;
+                        };
+                        let (next, store) = tracker.complete_many(&tickets, max_next);
+                        if let Some(offset) = store {
+                            match stores.iter_mut().find(|(p, _)| *p == first.partition) {
+                                Some((_, stored)) => *stored = offset,
+                                None => stores.push((first.partition.clone(), offset)),
+                            }
+                        }
+                        if !next.is_empty() {
+                            starts.push(next);
+                        }
+                    }
+                    Outcome::Abandoned => {}
+                    Outcome::Failed(err) => {
+                        tracing::error!(group = %self.runner.group, error = %err, "stopping consumer");
+                        self.failure.get_or_insert(err);
+                        self.stop.cancel();
                     }
                 }
             }
-            Outcome::Abandoned => {}
-            Outcome::Failed(err) => {
-                tracing::error!(group = %self.runner.group, error = %err, "stopping consumer");
-                self.failure.get_or_insert(err);
-                self.stop.cancel();
+        }
+        for (partition, offset) in &stores {
+            self.store(partition, *offset);
+        }
+        // Records not started stay held, unstored: a stopped runner leaves them to be
+        // redelivered.
+        if self.stop.is_cancelled() {
+            return;
+        }
+        for next in starts {
+            if self.max_batch.is_some() {
+                self.start_batch(next);
+            } else {
+                for (ticket, record) in next {
+                    self.admit(ticket, record);
+                }
             }
         }
     }
@@ -449,7 +513,7 @@ impl<H: Handler> Dispatcher<'_, H> {
                 .skipped
                 .increment(1);
             self.shared.finish(Done {
-                tickets: vec![ticket],
+                tickets: ticket.into(),
                 outcome: Outcome::Handled,
             });
             return;
@@ -499,22 +563,21 @@ impl<H: Handler> Dispatcher<'_, H> {
 
     fn start(&mut self, ticket: Ticket, record: Record) {
         let running = self.shared.begin(&ticket.partition);
-        let span = process_span(&self.runner.client, &self.runner.group, &record);
-        let process = self.runner.process(&self.shared, &self.stop);
+        let process = self.process.clone();
         let shared = self.shared.clone();
-        tokio::spawn(
-            async move {
-                let outcome = process.run(record, &running.work).await;
-                // Queued before `running` is dropped, so that a revoke that saw this task end
-                // also finds its completion.
-                shared.finish(Done {
-                    tickets: vec![ticket],
-                    outcome,
-                });
-                drop(running);
-            }
-            .instrument(span),
-        );
+        tokio::spawn(async move {
+            // The span is made in the task, so that the dispatcher, which every record passes
+            // through one at a time, does not pay for it.
+            let span = process_span(&process.client, &process.shared.group, &record);
+            let outcome = process.run(record, &running.work).instrument(span).await;
+            // Queued before `running` is dropped, so that a revoke that saw this task end
+            // also finds its completion.
+            shared.finish(Done {
+                tickets: ticket.into(),
+                outcome,
+            });
+            drop(running);
+        });
     }
 
     /// Starts a batch: records of one partition, in offset order. A batch of one takes the
@@ -528,16 +591,17 @@ impl<H: Handler> Dispatcher<'_, H> {
             return;
         };
         let running = self.shared.begin(&first.partition);
-        let mut tickets = Vec::with_capacity(items.len());
-        let mut records = Vec::with_capacity(items.len());
-        for (ticket, record) in items {
-            let span = process_span(&self.runner.client, &self.runner.group, &record);
-            tickets.push(ticket);
-            records.push((record, span));
-        }
-        let process = self.runner.process(&self.shared, &self.stop);
+        let process = self.process.clone();
         let shared = self.shared.clone();
         tokio::spawn(async move {
+            // The spans are made in the task, not in the dispatcher (see `start`).
+            let mut tickets = Vec::with_capacity(items.len());
+            let mut records = Vec::with_capacity(items.len());
+            for (ticket, record) in items {
+                let span = process_span(&process.client, &process.shared.group, &record);
+                tickets.push(ticket);
+                records.push((record, span));
+            }
             let dones = process.run_batch(tickets, records, &running.work).await;
             shared.finish_all(dones);
             drop(running);

@@ -21,8 +21,38 @@ use super::tracker::{Partition, Ticket, Tracker};
 /// Finished records (one, or the records of a batch, all of one partition) with how they
 /// ended, for the dispatcher (or a revoke) to store.
 pub(super) struct Done {
-    pub tickets: Vec<Ticket>,
+    pub tickets: Tickets,
     pub outcome: Outcome,
+}
+
+/// The tickets of a [`Done`]: one record's without a heap allocation (the per-record path
+/// finishes one record per task), or a batch's.
+pub(super) enum Tickets {
+    One(Ticket),
+    Many(Vec<Ticket>),
+}
+
+impl std::ops::Deref for Tickets {
+    type Target = [Ticket];
+
+    fn deref(&self) -> &[Ticket] {
+        match self {
+            Self::One(ticket) => std::slice::from_ref(ticket),
+            Self::Many(tickets) => tickets,
+        }
+    }
+}
+
+impl From<Ticket> for Tickets {
+    fn from(ticket: Ticket) -> Self {
+        Self::One(ticket)
+    }
+}
+
+impl From<Vec<Ticket>> for Tickets {
+    fn from(tickets: Vec<Ticket>) -> Self {
+        Self::Many(tickets)
+    }
 }
 
 impl Done {
@@ -49,14 +79,23 @@ pub(super) struct Running {
 }
 
 impl Drop for Running {
+    /// Wakes only who waits for what changed: a revoke waits for its partitions to have no
+    /// task left (so the condition variable is signalled when this partition's last task
+    /// ends), the dispatcher's drain and stall check for no task at all (so it is woken when
+    /// the last one ends; a task's completion wakes it on its own). Signalling both for every
+    /// record cost a lock, a futex call and a spurious dispatcher turn per record.
     fn drop(&mut self) {
-        {
+        let partition_idle = self.work.running.fetch_sub(1, Ordering::SeqCst) == 1;
+        let all_idle = self.shared.tasks.fetch_sub(1, Ordering::SeqCst) == 1;
+        if partition_idle {
+            // Under the lock that `wait_idle` checks the counts under, so that a revoke
+            // between its check and its wait cannot miss this signal.
             let _work = lock(&self.shared.work);
-            self.work.running.fetch_sub(1, Ordering::SeqCst);
-            self.shared.tasks.fetch_sub(1, Ordering::SeqCst);
             self.shared.idle.notify_all();
         }
-        self.shared.wake.notify_one();
+        if all_idle {
+            self.shared.wake.notify_one();
+        }
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Tracker {
     next_epoch: u64,
     /// One lane per partition instead of per key (the batch path).
     by_partition: bool,
+    /// The topics seen, shared by their partitions' names, so that a record does not
+    /// allocate its topic's name again.
+    topics: Vec<Arc<str>>,
 }
 
 impl Tracker {
@@ -88,7 +91,7 @@ impl Tracker {
     /// waits behind an earlier record of its key.
     pub fn accept(&mut self, record: Record) -> Option<(Ticket, Record)> {
         let partition = Partition {
-            topic: Arc::from(record.topic.as_str()),
+            topic: self.topic(&record.topic),
             partition: record.partition,
         };
         let state = self.partitions.entry(partition.clone()).or_insert_with(|| {
@@ -122,6 +125,16 @@ impl Tracker {
         }
     }
 
+    /// The shared name of `topic` (a runner follows a few topics: a scan beats a hash).
+    fn topic(&mut self, topic: &str) -> Arc<str> {
+        if let Some(known) = self.topics.iter().find(|t| ***t == *topic) {
+            return known.clone();
+        }
+        let new: Arc<str> = Arc::from(topic);
+        self.topics.push(new.clone());
+        new
+    }
+
     /// Marks a record done (succeeded or dead-lettered). Returns the next record of its key to
     /// start, if any, and the offset to store (the next offset to consume) if it advanced.
     /// A stale ticket (its partition was revoked since) changes nothing.
@@ -140,20 +153,34 @@ impl Tracker {
     ) -> (Vec<(Ticket, Record)>, Option<i64>) {
         let mut store = None;
         let mut lane = None;
-        for ticket in tickets {
-            let Some(state) = self.partitions.get_mut(&ticket.partition) else {
+        // The tickets of a batch share a partition: look its state up once per run of them.
+        let mut rest = tickets;
+        while let Some(first) = rest.first() {
+            let run = rest
+                .iter()
+                .position(|t| t.partition != first.partition)
+                .unwrap_or(rest.len());
+            let (same, next) = rest.split_at(run);
+            rest = next;
+            let Some(state) = self.partitions.get_mut(&first.partition) else {
                 continue;
             };
-            if state.epoch != ticket.epoch || !state.held.remove(&ticket.offset) {
+            let mut removed = false;
+            for ticket in same {
+                if state.epoch == ticket.epoch && state.held.remove(&ticket.offset) {
+                    self.held -= 1;
+                    removed = true;
+                    lane = Some(ticket);
+                }
+            }
+            if !removed {
                 continue;
             }
-            self.held -= 1;
             let position = state.held.first().copied().unwrap_or(state.next);
             if position > state.stored {
                 state.stored = position;
                 store = Some(position);
             }
-            lane = Some(ticket);
         }
         let Some(ticket) = lane else {
             return (Vec::new(), store);
