@@ -197,7 +197,7 @@ fn init_telemetry(telemetry: Telemetry) -> anyhow::Result<TelemetryGuard> {
     let provider = (telemetry == Telemetry::Traced).then(|| SdkTracerProvider::builder().build());
     let otel = provider
         .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("spine-bench")));
+        .map(|p| spine_kit::telemetry::otel_layer(p.tracer("spine-bench")));
     let ids = otel.is_some().then(TraceIdLayer::default);
     // The services' log layers, on stderr: a traced run pays what a service pays.
     let ansi = ansi_wanted(std::io::IsTerminal::is_terminal(&std::io::stderr()));
