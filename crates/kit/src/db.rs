@@ -8,7 +8,7 @@
 
 mod gate;
 
-pub use gate::{EDGE_TURNS, Permit, Role, WriteTx, Writer};
+pub use gate::{EDGE_TURNS, Permit, Role, WriteConn, WriteTx, Writer};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -251,7 +251,7 @@ pub async fn migrate(
     migrations: &[Migration],
 ) -> Result<(), sqlx::Error> {
     let writer = Writer::new(pool.clone(), Role::Spine);
-    let permit = writer.lock().await?;
+    let mut conn = writer.lock().await?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS spine_migrations (
             scope TEXT NOT NULL,
@@ -261,9 +261,9 @@ pub async fn migrate(
             PRIMARY KEY (scope, version)
         )",
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
-    drop(permit);
+    drop(conn);
     for migration in migrations {
         let mut tx = writer.begin().await?;
         // Two replicas starting together: the loser's insert conflicts and it skips.

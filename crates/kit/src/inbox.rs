@@ -31,7 +31,7 @@ impl Inbox {
     /// The DDL is portable between SQLite and PostgreSQL.
     pub async fn new(pool: AnyPool, consumer: &str) -> Result<Self, sqlx::Error> {
         let writer = Writer::new(pool.clone(), Role::Spine);
-        let gate = writer.lock().await?;
+        let mut conn = writer.lock().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS spine_inbox (
                 consumer TEXT NOT NULL,
@@ -40,9 +40,9 @@ impl Inbox {
                 PRIMARY KEY (consumer, event_id)
             )",
         )
-        .execute(&pool)
+        .execute(&mut *conn)
         .await?;
-        drop(gate);
+        drop(conn);
         Ok(Self {
             writer,
             pool,

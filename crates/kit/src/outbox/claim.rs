@@ -99,14 +99,14 @@ impl Outbox {
             "UPDATE spine_outbox SET not_before = $2 WHERE id IN ({claimable})
              RETURNING id, topic, msg_key, payload, headers, created_at, failures"
         );
-        let _gate = self.writer.lock().await?;
+        let mut conn = self.writer.lock().await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
             .bind(now.saturating_add(millis(claim_timeout)));
         for id in &heads {
             query = query.bind(*id);
         }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(&mut *conn).await?;
         let mut claimed = rows
             .iter()
             .map(|row| {
@@ -178,12 +178,12 @@ impl Outbox {
             "UPDATE spine_outbox SET published_at = $1, not_before = NULL WHERE id IN ({})",
             placeholders.join(", ")
         );
-        let _gate = self.writer.lock().await?;
+        let mut conn = self.writer.lock().await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_millis());
         for id in ids {
             query = query.bind(*id);
         }
-        query.execute(&self.pool).await?;
+        query.execute(&mut *conn).await?;
         Ok(())
     }
 
@@ -194,7 +194,7 @@ impl Outbox {
         id: i64,
         failure: &Failure<'_>,
     ) -> Result<bool, sqlx::Error> {
-        let _gate = self.writer.lock().await?;
+        let mut conn = self.writer.lock().await?;
         let now = now_millis();
         let quarantined: Option<Option<i64>> = sqlx::query_scalar(
             "UPDATE spine_outbox SET
@@ -212,7 +212,7 @@ impl Outbox {
         .bind(failure.quarantine_after)
         .bind(now)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
         Ok(matches!(quarantined, Some(Some(_))))
     }
@@ -228,12 +228,12 @@ impl Outbox {
              WHERE published_at IS NULL AND id IN ({})",
             placeholders.join(", ")
         );
-        let _gate = self.writer.lock().await?;
+        let mut conn = self.writer.lock().await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in ids {
             query = query.bind(*id);
         }
-        query.execute(&self.pool).await?;
+        query.execute(&mut *conn).await?;
         Ok(())
     }
 
@@ -241,12 +241,12 @@ impl Outbox {
     /// waiting for the claims its previous run held. Only for SQLite, where one relay owns the
     /// file: on PostgreSQL the claims may belong to live replicas.
     pub(super) async fn release_claims(&self) -> Result<u64, sqlx::Error> {
-        let _gate = self.writer.lock().await?;
+        let mut conn = self.writer.lock().await?;
         Ok(sqlx::query(
             "UPDATE spine_outbox SET not_before = NULL
              WHERE published_at IS NULL AND not_before IS NOT NULL",
         )
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected())
     }

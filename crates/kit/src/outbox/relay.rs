@@ -122,14 +122,13 @@ impl std::fmt::Display for SendError {
 impl Relay {
     /// A relay for `outbox`. A commit in this process ([`Outbox::committed`]) wakes it at
     /// once; rows committed by other replicas are found within `outbox.poll_interval`. Its
-    /// writes (claims, marks, failures, pruning) queue for the database's write gate with the
-    /// API's ([`crate::db::Role::Edge`]), ahead of the consumers' batches, whichever pool
-    /// `outbox` has: the relay is the edge's hand-off to the spine, and its commit → ack
-    /// latency is part of what the edge promises. Its statements are short (one `UPDATE` of at
-    /// most `outbox.batch_size` rows each).
+    /// writes (claims, marks, failures, pruning) go first at the database's write gate
+    /// ([`crate::db::Role::Relay`]), whichever pool `outbox` has: the relay is the edge's
+    /// hand-off to the spine, its commit → ack latency is part of what the edge promises, and
+    /// its statements are short (one `UPDATE` of at most `outbox.batch_size` rows each).
     pub fn new(outbox: Outbox, publisher: Publisher, settings: OutboxSettings) -> Self {
         Self {
-            outbox: outbox.with_role(crate::db::Role::Edge),
+            outbox: outbox.with_role(crate::db::Role::Relay),
             publisher,
             settings,
         }

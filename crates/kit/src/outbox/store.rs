@@ -286,12 +286,12 @@ impl Outbox {
     /// Deletes rows published more than `retention` ago; returns how many.
     pub async fn prune(&self, retention: Duration) -> Result<u64, sqlx::Error> {
         let cutoff = now_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let _gate = self.writer.lock().await?;
+        let mut conn = self.writer.lock().await?;
         let pruned = sqlx::query(
             "DELETE FROM spine_outbox WHERE published_at IS NOT NULL AND published_at < $1",
         )
         .bind(cutoff)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         Ok(pruned)
@@ -334,13 +334,13 @@ impl Outbox {
     /// Runs `sql` on quarantined row `id` and wakes the relay, whose next claim may now include
     /// the rows held behind it. Returns whether the row was there.
     async fn on_quarantined(&self, sql: &'static str, id: i64) -> Result<bool, sqlx::Error> {
-        let gate = self.writer.lock().await?;
+        let mut conn = self.writer.lock().await?;
         let affected = sqlx::query(sql)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
-        drop(gate);
+        drop(conn);
         self.wake.notify_one();
         Ok(affected == 1)
     }
