@@ -452,6 +452,12 @@ pub struct DatabaseSettings {
     /// behind them. 0 shares the edge's pool. On PostgreSQL a replica opens up to
     /// `max_connections + spine_max_connections` sessions.
     pub spine_max_connections: u32,
+    /// SQLite: whether the writers of this process queue at an in-process write gate
+    /// (`spine_kit::db::Writer`: one writer at a time, the relay first, then the API, then
+    /// the consumers) instead of meeting in SQLite's lock and its busy handler. Off by
+    /// default: on the 2-core benchmark machine it cost more than it saved (README, "The
+    /// benchmark"). No effect on PostgreSQL.
+    pub write_gate: bool,
     /// How long a caller waits for a pooled connection, the health check (a ping) of an idle
     /// one included, before the call fails with a pool timeout (an outage). This is what
     /// bounds a wait on a connection that died silently while idle.
@@ -485,6 +491,7 @@ impl Default for DatabaseSettings {
             url: SecretString::from("sqlite://spine.db?mode=rwc"),
             max_connections: 5,
             spine_max_connections: 5,
+            write_gate: false,
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
             lock_timeout: Duration::from_secs(5),

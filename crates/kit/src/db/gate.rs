@@ -1,4 +1,5 @@
-//! The write gate: one writer at a time per SQLite database in this process, the edge first.
+//! The write gate (`database.write_gate`, off by default): one writer at a time per SQLite
+//! database in this process, the relay first, then the edge.
 //!
 //! SQLite has a single writer. When two connections of one process want to write at once, the loser
 //! sleeps in SQLite's busy handler (1, 2, 5, 10, 15, 20, 25… ms, whether or not the lock is free
@@ -21,7 +22,7 @@
 //! [`crate::outbox::Outbox`] from `Outbox::new` is the edge's, the relay's is the relay's, its
 //! `with_pool` copy and an [`crate::inbox::Inbox`] are the spine's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::Instant;
@@ -168,7 +169,27 @@ impl Gate {
 /// [`Writer`] of their database does.
 static GATES: LazyLock<Mutex<HashMap<String, Weak<Gate>>>> = LazyLock::new(Mutex::default);
 
-/// The gate of `pool`'s database, or `None` on PostgreSQL.
+/// The SQLite files whose writers queue at the gate (`database.write_gate`, set when their
+/// pools connect).
+static GATED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+
+/// Turns the gate of the SQLite database at `url` on or off for the writers made from now on
+/// (`database.write_gate`; [`super::connect`] calls it). Without it a [`Writer`] takes no gate
+/// and its writers meet in SQLite's lock, waiting in the busy handler.
+pub(super) fn set_gated(url: &str, gated: bool) {
+    if Backend::of_url(url) != Some(Backend::Sqlite) {
+        return;
+    }
+    let key = sqlite_file(url);
+    let mut files = GATED.lock().unwrap_or_else(PoisonError::into_inner);
+    if gated {
+        files.insert(key);
+    } else {
+        files.remove(&key);
+    }
+}
+
+/// The gate of `pool`'s database, or `None` on PostgreSQL or when its gate is off.
 fn gate_of(pool: &AnyPool) -> Option<Arc<Gate>> {
     let options = pool.connect_options();
     let url = options.database_url.as_str();
@@ -176,6 +197,13 @@ fn gate_of(pool: &AnyPool) -> Option<Arc<Gate>> {
         return None;
     }
     let key = sqlite_file(url);
+    if !GATED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&key)
+    {
+        return None;
+    }
     let mut gates = GATES.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
         return Some(gate);
@@ -545,6 +573,7 @@ mod tests {
             lock_timeout: std::time::Duration::ZERO,
             max_connections: 4,
             spine_max_connections: 4,
+            write_gate: true,
             ..crate::settings::DatabaseSettings::default()
         }
     }
@@ -694,6 +723,22 @@ mod tests {
         drop(held);
         let tx = waiter.begin().await.unwrap();
         tx.rollback().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_database_is_gated_only_with_write_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = crate::settings::DatabaseSettings {
+            write_gate: false,
+            ..sqlite_settings(&dir)
+        };
+        let (pool, _) = crate::db::connect(&off).await.unwrap();
+        assert!(
+            Writer::new(pool, Role::Edge).gate.is_none(),
+            "off by default"
+        );
+        let (pool, _) = crate::db::connect(&sqlite_settings(&dir)).await.unwrap();
+        assert!(Writer::new(pool, Role::Edge).gate.is_some());
     }
 
     #[tokio::test]
