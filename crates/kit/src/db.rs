@@ -8,7 +8,7 @@
 
 mod gate;
 
-pub use gate::{EDGE_TURNS, Permit, Role, WriteConn, WriteTx, Writer};
+pub use gate::{EDGE_TURNS, Role, WriteConn, WriteTx, Writer};
 
 use std::str::FromStr;
 use std::time::Duration;

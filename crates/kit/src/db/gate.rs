@@ -234,11 +234,10 @@ fn sqlite_file(url: &str) -> String {
 }
 
 /// Begins the write transactions of one role on one pool, with the write gate of its database
-/// taken first (see the module docs). Cheap to clone.
+/// taken first when it is on (see the module docs). Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     pool: AnyPool,
-    backend: Backend,
     role: Role,
     gate: Option<Arc<Gate>>,
 }
@@ -246,7 +245,6 @@ pub struct Writer {
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
-            .field("backend", &self.backend)
             .field("role", &self.role)
             .field("gated", &self.gate.is_some())
             .finish_non_exhaustive()
@@ -257,12 +255,9 @@ impl Writer {
     /// A writer of `role` on `pool`, sharing the gate of every other writer on the same SQLite
     /// database in this process.
     pub fn new(pool: AnyPool, role: Role) -> Self {
-        let url = pool.connect_options().database_url.to_string();
-        let backend = Backend::of_url(&url).unwrap_or(Backend::Postgres);
         Self {
             gate: gate_of(&pool),
             pool,
-            backend,
             role,
         }
     }
