@@ -64,9 +64,12 @@ pub enum DbError {
 ///   TCP keepalive (`tcp_keepalives_*`) as startup parameters, ahead of any `options` the URL
 ///   carries (which therefore win). Behind a pooler that rejects startup parameters (PgBouncer
 ///   in transaction mode), set them to `0s` and configure them on the role instead.
-/// - **The pool** pings an idle connection before handing it out, bounded by
+/// - **The pool**, on PostgreSQL, pings an idle connection before handing it out, bounded by
 ///   `acquire_timeout`, and replaces connections after 30 minutes (or 10 idle), so a connection
-///   that died silently is found at acquire time rather than mid-statement.
+///   that died silently is found at acquire time rather than mid-statement. On SQLite it opens
+///   all its connections at once, from the caller's thread, and keeps them: their worker
+///   threads then run at the caller's priority, not at the lowered one of a consumer that
+///   would otherwise open them (see `connect_sized`).
 ///
 /// This is the edge's pool, of `max_connections`; the consumers get their own from
 /// [`connect_spine`].
@@ -112,6 +115,18 @@ async fn connect_sized(
             // Before the first connection opens: the busy handler's SQL function is installed
             // on connections as they open.
             spine_sqlite_wait::register();
+            // Every connection opened now, by the caller, and kept: each has a worker thread,
+            // which inherits the nice value of the thread that opens it, and the consumers'
+            // runtime is lowered (crate::runtime). A lowered worker holding SQLite's one write
+            // lock while the CPU is busy holds up every writer of the file, the edge's
+            // included: a priority inversion, which under the benchmark's spike kept POSTs
+            // waiting for their connection for seconds. A file does not drop a connection
+            // silently, so there is nothing to ping or recycle.
+            pool = pool
+                .min_connections(max_connections)
+                .test_before_acquire(false)
+                .max_lifetime(None)
+                .idle_timeout(None);
             let pragmas = sqlite_pragmas(settings);
             pool = pool.after_connect(move |conn, _| {
                 let pragmas = pragmas.clone();
@@ -514,6 +529,58 @@ mod tests {
             Err(sqlx::Error::PoolTimedOut)
         ));
         drop(edge_held);
+    }
+
+    /// The nice values of this process's threads named `prefix…`, from /proc.
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads(prefix: &str) -> Vec<i32> {
+        let mut nice = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+                continue; // the thread ended
+            };
+            let (head, tail) = stat.rsplit_once(')').unwrap();
+            let name = head.split_once('(').unwrap().1;
+            if name.starts_with(prefix) {
+                // Field 19 of stat; the fields after the name start at field 3.
+                nice.push(tail.split_whitespace().nth(16).unwrap().parse().unwrap());
+            }
+        }
+        nice
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn sqlite_workers_keep_the_callers_priority_when_a_lowered_consumer_uses_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()).into(),
+            max_connections: 1,
+            spine_max_connections: 3,
+            ..DatabaseSettings::default()
+        };
+        let base = crate::runtime::thread_nice().unwrap();
+        let (edge, _) = connect(&settings).await.unwrap();
+        let spine = connect_spine(&settings, &edge).await.unwrap();
+        // Consumers on their lowered runtime take every connection of the spine's pool at once.
+        let consumers = spine.clone();
+        let used = crate::runtime::run_lowered("spine-consumer", 2, 5, async move {
+            let held = futures::future::try_join_all((0..3).map(|_| consumers.acquire()))
+                .await
+                .unwrap();
+            held.len()
+        })
+        .await
+        .unwrap();
+        assert_eq!(used, 3);
+        let workers = nice_of_threads("sqlx-sqlite-wor");
+        assert_eq!(workers.len(), 4, "one worker per connection: {workers:?}");
+        assert!(
+            workers.iter().all(|&nice| nice == base),
+            "a worker opened by a lowered consumer would be at {}: {workers:?}",
+            (base + 5).min(crate::runtime::MAX_NICE)
+        );
+        drop((edge, spine));
     }
 
     #[tokio::test]

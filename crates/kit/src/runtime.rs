@@ -8,9 +8,11 @@
 //!
 //! Linux keeps a nice value per thread, and a new thread inherits the nice value of the
 //! thread that creates it. So work started from this runtime is lowered too: librdkafka's
-//! threads, made when the runner creates its consumer there, and SQLite's per-connection
-//! worker threads, made when a consumer handler opens a pooled connection. Elsewhere than
-//! Linux the nice value is per process, and the runtime runs at normal priority.
+//! threads, made when the runner creates its consumer there. SQLite's per-connection worker
+//! threads are not: `db::connect` opens them all at startup, because a lowered thread holding
+//! SQLite's single write lock would keep the edge's writers waiting (a priority inversion).
+//! Elsewhere than Linux the nice value is per process, and the runtime runs at normal
+//! priority.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -180,7 +182,7 @@ mod tests {
     fn threads_made_by_a_lowered_thread_inherit_its_priority() {
         let base = thread_nice().unwrap();
         let runtime = lowered("lowered-test", 1, 3).unwrap();
-        // As the threads a handler starts do (sqlx's SQLite connection workers).
+        // As the threads a handler starts do (librdkafka's, for a consumer made there).
         let child = runtime.block_on(async {
             tokio::spawn(async {
                 std::thread::spawn(|| thread_nice().unwrap())
