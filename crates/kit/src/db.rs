@@ -57,9 +57,8 @@ pub enum DbError {
 ///
 /// - **SQLite** files are created if missing and run in WAL mode with `synchronous = FULL`
 ///   (a commit is on disk before it returns, so a power loss cannot drop a commit whose event
-///   the relay may already have published), and a writer waits up to `lock_timeout` for the
-///   single writer's lock, handed over as soon as it is free ([`sqlite_pragmas`]), so that
-///   concurrent handlers queue for it instead of failing at once.
+///   the relay may already have published) and a `busy_timeout` of `lock_timeout`, so that
+///   concurrent handlers queue for the single writer instead of failing at once.
 /// - **PostgreSQL** sessions start with `statement_timeout`, `lock_timeout` and the server's
 ///   TCP keepalive (`tcp_keepalives_*`) as startup parameters, ahead of any `options` the URL
 ///   carries (which therefore win). Behind a pooler that rejects startup parameters (PgBouncer
@@ -112,9 +111,6 @@ async fn connect_sized(
         .idle_timeout(Duration::from_secs(10 * 60));
     match backend {
         Backend::Sqlite => {
-            // Before the first connection opens: the busy handler's SQL function is installed
-            // on connections as they open.
-            spine_sqlite_wait::register();
             // Every connection opened now, by the caller, and kept: each has a worker thread,
             // which inherits the nice value of the thread that opens it, and the consumers'
             // runtime is lowered (crate::runtime). A lowered worker holding SQLite's one write
@@ -157,18 +153,12 @@ async fn connect_sized(
     Ok((pool.connect_with(options).await?, backend))
 }
 
-/// The statements run on every new SQLite connection: WAL, `synchronous = FULL`, and a writer
-/// that finds the lock taken waits up to `lock_timeout` in `spine_sqlite_wait`'s busy handler,
-/// which tries again the moment a commit of this process frees the lock (SQLite's own,
-/// `busy_timeout`, sleeps 1, 2, 5, 10… ms whether or not it is free). A `lock_timeout` of 0
-/// fails at once.
+/// The statements run on every new SQLite connection.
 fn sqlite_pragmas(settings: &DatabaseSettings) -> String {
-    let wait = if settings.lock_timeout.is_zero() {
-        "PRAGMA busy_timeout = 0".to_owned()
-    } else {
-        spine_sqlite_wait::install_statement(settings.lock_timeout)
-    };
-    format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; {wait};")
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL;",
+        settings.lock_timeout.as_millis()
+    )
 }
 
 /// The session parameters every PostgreSQL connection starts with; a zero duration leaves the
@@ -424,12 +414,7 @@ mod tests {
         );
         let pragmas = sqlite_pragmas(&DatabaseSettings::default());
         assert!(pragmas.contains("synchronous = FULL"), "{pragmas}");
-        assert!(pragmas.contains("spine_busy_timeout(5000)"), "{pragmas}");
-        let no_wait = DatabaseSettings {
-            lock_timeout: Duration::ZERO,
-            ..DatabaseSettings::default()
-        };
-        assert!(sqlite_pragmas(&no_wait).contains("busy_timeout = 0"));
+        assert!(pragmas.contains("busy_timeout = 5000"), "{pragmas}");
     }
 
     async fn pragma(pool: &AnyPool, name: &str) -> i64 {
@@ -456,43 +441,13 @@ mod tests {
         drop((a, b));
         for _ in 0..2 {
             assert_eq!(pragma(&pool, "synchronous").await, 2, "2 is FULL");
-            // SQLite's sleeping handler is replaced by spine_sqlite_wait's.
-            assert_eq!(pragma(&pool, "busy_timeout").await, 0);
+            assert_eq!(pragma(&pool, "busy_timeout").await, 1234);
         }
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&pool)
             .await
             .unwrap();
         assert_eq!(mode, "wal");
-        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        // A writer meeting the lock waits for it (up to lock_timeout) and then writes.
-        #[allow(clippy::disallowed_methods, reason = "a raw writer holding the lock")]
-        let mut holder = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-        let waiter = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                sqlx::query("INSERT INTO t (id) VALUES (2)")
-                    .execute(&pool)
-                    .await
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            !waiter.is_finished(),
-            "the second writer waits for the lock"
-        );
-        sqlx::query("INSERT INTO t (id) VALUES (1)")
-            .execute(&mut *holder)
-            .await
-            .unwrap();
-        holder.commit().await.unwrap();
-        waiter
-            .await
-            .unwrap()
-            .expect("written once the lock was free");
     }
 
     #[tokio::test]
@@ -519,11 +474,11 @@ mod tests {
             spine.acquire().await.unwrap(),
             spine.acquire().await.unwrap(),
         );
-        assert_eq!(pragma(&edge, "synchronous").await, 2);
+        assert_eq!(pragma(&edge, "busy_timeout").await, 5000);
         drop(held);
         // And the edge's only connection held does not starve the spine.
         let edge_held = edge.acquire().await.unwrap();
-        assert_eq!(pragma(&spine, "synchronous").await, 2);
+        assert_eq!(pragma(&spine, "busy_timeout").await, 5000);
         assert!(matches!(
             edge.acquire().await.map(drop),
             Err(sqlx::Error::PoolTimedOut)
@@ -623,17 +578,12 @@ mod tests {
             .await
             .unwrap();
 
-        let started = std::time::Instant::now();
         let err = sqlx::query("INSERT INTO t (x) VALUES (1)")
             .execute(&pool)
             .await
             .unwrap_err();
 
         assert!(is_outage(&err), "SQLITE_BUSY is an outage: {err:?}");
-        assert!(
-            started.elapsed() >= settings.lock_timeout,
-            "it waited first"
-        );
         sqlx::raw_sql("ROLLBACK")
             .execute(&mut *holder)
             .await

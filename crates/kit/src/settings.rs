@@ -469,7 +469,7 @@ pub struct DatabaseSettings {
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
     /// How long a statement waits for a lock another transaction holds before it fails:
-    /// PostgreSQL `lock_timeout` (SQLSTATE 55P03) and SQLite's busy handler (SQLITE_BUSY),
+    /// PostgreSQL `lock_timeout` (SQLSTATE 55P03) and SQLite's `busy_timeout` (SQLITE_BUSY),
     /// both outages to the consumer. `0s` leaves PostgreSQL's own setting; on SQLite it means
     /// fail at once.
     #[serde(with = "humantime_serde")]

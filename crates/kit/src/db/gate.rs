@@ -2,11 +2,11 @@
 //! database in this process, the relay first, then the edge.
 //!
 //! SQLite has a single writer. When two connections of one process want to write at once, the loser
-//! waits in the busy handler (`spine_sqlite_wait`'s, which tries again as soon as a commit frees
-//! the lock; SQLite's own slept 1, 2, 5, 10… ms whether or not it was free). With the gate,
-//! writers of one process queue in memory instead (an async wait, no thread blocked), are handed
-//! the gate the moment the previous writer ends, and never meet in SQLite's lock. Measured, the
-//! gate made the edge slower (see `database.write_gate`). A waiting [`Role::Relay`] writer (the outbox relay) goes first; waiting
+//! sleeps in SQLite's busy handler (1, 2, 5, 10, 15, 20, 25… ms, whether or not the lock is free
+//! meanwhile), so under a spike an HTTP POST slept behind consumer batches and the relay's
+//! statements. With the gate, writers of one process queue in memory instead (an async wait, no
+//! thread blocked), are handed the gate the moment the previous writer ends, and never meet in
+//! SQLite's lock. A waiting [`Role::Relay`] writer (the outbox relay) goes first; waiting
 //! [`Role::Edge`] writers go before waiting [`Role::Spine`] writers, except that the spine gets a
 //! turn after [`EDGE_TURNS`] edge turns in a row, so a steady stream of requests cannot starve the
 //! consumers forever. A wait is bounded by the pool's `acquire_timeout` and measured as
