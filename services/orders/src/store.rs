@@ -3,7 +3,7 @@
 
 use spine_events::Event;
 use spine_events::orders::{LineItem, OrderConfirmed, OrderPlaced, OrderRejected};
-use spine_kit::db::{Migration, WriteTx, migrate, now_millis};
+use spine_kit::db::{Backend, Migration, WriteTx, migrate, now_millis};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
@@ -11,6 +11,10 @@ use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::domain::{NewOrder, OrderStatus};
+
+pub mod placing;
+
+use placing::NewRow;
 
 /// The same DDL suits both backends: plain TEXT, BIGINT and INTEGER columns.
 const SCHEMA: &str = "
@@ -139,15 +143,25 @@ pub enum Applied {
 pub struct OrderStore {
     outbox: Outbox,
     inbox: Inbox,
+    /// The group-commit writer of new orders, on SQLite ([`placing`]).
+    placer: Option<placing::Placer>,
 }
 
 impl OrderStore {
-    /// Opens the store, migrating the schema.
+    /// Opens the store, migrating the schema. On SQLite it starts the writer of new orders
+    /// ([`placing`]) on the current runtime; the writer stops when the last clone of the
+    /// store is dropped.
     pub async fn new(outbox: Outbox, consumer_group: &str) -> Result<Self, sqlx::Error> {
         let pool = outbox.pool().clone();
         migrate(&pool, outbox.backend(), "orders", MIGRATIONS).await?;
         let inbox = Inbox::new(pool, consumer_group).await?;
-        Ok(Self { outbox, inbox })
+        let placer =
+            (outbox.backend() == Backend::Sqlite).then(|| placing::Placer::spawn(outbox.clone()));
+        Ok(Self {
+            outbox,
+            inbox,
+            placer,
+        })
     }
 
     /// The outbox, for the relay and load shedding.
@@ -157,6 +171,10 @@ impl OrderStore {
 
     /// Saves a new PENDING order and its OrderPlaced in one transaction. With an
     /// idempotency key, a repeat of the same request returns the first order instead.
+    ///
+    /// On SQLite the transaction is usually shared: the store's [`placing`] writer commits the
+    /// orders that arrived while it was writing the previous ones together. `place` returns
+    /// once its order is committed, either way.
     #[tracing::instrument(skip_all, fields(order.id))]
     pub async fn place(
         &self,
@@ -179,32 +197,24 @@ impl OrderStore {
             &order.currency,
         );
         placed.sales_channel = order.sales_channel.clone();
-        let record = OutgoingRecord::from_event(&placed)?;
-        let now = now_millis();
-        let mut tx = self.outbox.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO orders (id, customer_id, email, currency, total_minor, sales_channel, status,
-                                 idempotency_key, request, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-        )
-        .bind(id.to_string())
-        .bind(order.customer_id.as_str())
-        .bind(order.email.as_str())
-        .bind(order.currency.as_str())
-        .bind(order.total_minor)
-        .bind(order.sales_channel.clone())
-        .bind(OrderStatus::Pending.as_str())
-        .bind(idempotency_key.map(str::to_owned))
-        .bind(request)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        if let Err(err) = inserted {
+        let row = NewRow {
+            id,
+            order: order.clone(),
+            request: request.to_owned(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            // Encoded here, in the request's span: the record carries its trace context.
+            record: OutgoingRecord::from_event(&placed)?,
+            now: now_millis(),
+        };
+        let written = match &self.placer {
+            Some(placer) => placer.write(row).await,
+            None => placing::write_one(&self.outbox, &row).await,
+        };
+        if let Err(err) = written {
             // Two requests with one key raced; the other committed first.
             if let (Some(key), Some(db)) = (idempotency_key, err.as_database_error())
                 && db.is_unique_violation()
             {
-                tx.rollback().await?;
                 return Ok(self
                     .by_idempotency_key(key, request)
                     .await?
@@ -212,23 +222,6 @@ impl OrderStore {
             }
             return Err(err.into());
         }
-        for (line_no, item) in order.items.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_minor)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(id.to_string())
-            .bind(line_no as i32)
-            .bind(item.sku.as_str())
-            .bind(item.quantity)
-            .bind(item.unit_price_minor)
-            .execute(&mut *tx)
-            .await?;
-        }
-        insert_transition(&mut tx, id, OrderStatus::Pending, None, now).await?;
-        self.outbox.enqueue(&mut tx, &record).await?;
-        tx.commit().await?;
-        self.outbox.committed(1);
         metrics::counter!("orders_placed_total").increment(1);
         Ok(Placed::Created { id })
     }

@@ -3,8 +3,8 @@
 //! exist or neither does; the relay then guarantees the event reaches Kafka at least once, in
 //! order per key.
 //!
-//! - [`Outbox::enqueue`] adds a row inside the caller's transaction; [`Outbox::committed`]
-//!   wakes the relay after the commit.
+//! - [`Outbox::enqueue`] (or [`Outbox::enqueue_many`]) adds rows inside the caller's
+//!   transaction; [`Outbox::committed`] wakes the relay after the commit.
 //! - [`Relay`] claims the oldest unpublished row of each key, publishes, and marks each row
 //!   published as soon as the broker acknowledged it. A failing key backs off alone; a row
 //!   the broker keeps rejecting is [`Quarantined`], holding its key's later rows behind it.
@@ -20,4 +20,4 @@ mod relay;
 mod store;
 
 pub use relay::{ROW_REJECTION_CODES, Relay, SHUTDOWN_GRACE, rejects_the_row};
-pub use store::{Backlog, Outbox, Quarantined};
+pub use store::{Backlog, ENQUEUE_CHUNK, Outbox, Quarantined};

@@ -131,6 +131,10 @@ pub struct Quarantined {
     pub quarantined_at: i64,
 }
 
+/// Rows per statement of [`Outbox::enqueue_many`]: 5 parameters a row, well under SQLite's
+/// 32,766 and PostgreSQL's 65,535.
+pub const ENQUEUE_CHUNK: usize = 1000;
+
 /// The outbox of one service database. Cheap to clone.
 ///
 /// Its writes, and the service's through [`Outbox::begin`], take the database's write gate
@@ -214,6 +218,46 @@ impl Outbox {
         .bind(now_millis())
         .execute(conn)
         .await?;
+        Ok(())
+    }
+
+    /// [`Self::enqueue`] for many records at once: multi-row inserts (of up to
+    /// [`ENQUEUE_CHUNK`] rows each) in the caller's transaction, ids in the order of `records`.
+    pub async fn enqueue_many(
+        &self,
+        conn: &mut AnyConnection,
+        records: &[&OutgoingRecord],
+    ) -> Result<(), sqlx::Error> {
+        let now = now_millis();
+        for chunk in records.chunks(ENQUEUE_CHUNK) {
+            let values = (0..chunk.len())
+                .map(|row| {
+                    let first = row * 5 + 1;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        first,
+                        first + 1,
+                        first + 2,
+                        first + 3,
+                        first + 4
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO spine_outbox (topic, msg_key, payload, headers, created_at) VALUES {values}"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for record in chunk {
+                query = query
+                    .bind(record.topic.as_str())
+                    .bind(record.key.clone())
+                    .bind(record.payload.clone())
+                    .bind(record.headers.to_bytes())
+                    .bind(now);
+            }
+            query.execute(&mut *conn).await?;
+        }
         Ok(())
     }
 
