@@ -63,7 +63,9 @@ struct Job {
 #[derive(Clone)]
 pub(crate) struct Placer {
     jobs: mpsc::Sender<Job>,
-    /// Orders committed in a transaction shared with others.
+    /// Orders committed in a transaction shared with others (for the tests; the
+    /// `orders_place_batch_size` histogram is the metric).
+    #[cfg_attr(not(test), allow(dead_code))]
     shared: Arc<AtomicU64>,
 }
 
@@ -77,6 +79,7 @@ impl Placer {
     }
 
     /// How many orders were committed in a transaction shared with others.
+    #[cfg(test)]
     pub(crate) fn shared(&self) -> u64 {
         self.shared.load(Ordering::Relaxed)
     }
