@@ -102,17 +102,21 @@ impl BatchHandler for OrderReactions {
             .collect();
         let mut reserving = BTreeSet::new();
         let mut releasing = Vec::new();
+        let mut placing = Vec::new();
         for (reaction, _) in reactions.iter().zip(&fresh).filter(|(_, fresh)| **fresh) {
             match reaction {
-                Reaction::Reserve { items, .. } => {
+                Reaction::Reserve {
+                    order_id, items, ..
+                } => {
                     reserving.extend(items.iter().map(|i| i.sku.as_str()));
+                    placing.push(*order_id);
                 }
                 Reaction::Release { order_id, .. } => releasing.push(*order_id),
                 Reaction::Ignore => {}
             }
         }
         effects
-            .lock_stock(reserving, &releasing)
+            .lock_stock(reserving, &releasing, &placing)
             .await
             .map_err(db)?;
         let mut done = Vec::with_capacity(reactions.len());

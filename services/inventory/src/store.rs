@@ -2,7 +2,7 @@
 //! inbox rows of the events that caused them and the outbox rows of the facts they produce:
 //! one transaction per batch of events ([`InventoryStore::begin_batch`], [`Effects`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use spine_events::inventory::{ReservedLine, StockReservationFailed, StockReserved};
 use spine_events::orders::LineItem;
@@ -10,7 +10,7 @@ use spine_kit::db::{Backend, Migration, WriteTx, migrate, now_millis};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
-use sqlx::{Acquire, AnyConnection, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use crate::domain::{Quantity, Sku};
@@ -189,7 +189,11 @@ impl InventoryStore {
         let effects = Effects {
             tx,
             outbox: self.outbox.clone(),
-            enqueued: 0,
+            stock: BTreeMap::new(),
+            known: HashMap::new(),
+            new_reservations: Vec::new(),
+            released: Vec::new(),
+            facts: Vec::new(),
         };
         Ok((effects, claimed))
     }
@@ -197,29 +201,69 @@ impl InventoryStore {
 
 /// The open transaction of a batch: every effect of its claimed events is written here, and
 /// commits (or rolls back) with their inbox rows, all or nothing.
+///
+/// The effects are decided in memory and written at [`Effects::commit`]: the stock rows the
+/// batch touches are read once (locked, on PostgreSQL), each reservation and release changes
+/// the batch's copy in offset order, and the commit writes one `UPDATE` per SKU, one multi-row
+/// insert of the new reservations, one `UPDATE` of the released ones and the facts. A hot SKU's
+/// row is then locked for a few statements, not for statements per order of the batch (on
+/// PostgreSQL, batches of different partitions queued on it).
 #[must_use = "dropping it rolls the whole batch back: commit it"]
 pub struct Effects {
     tx: WriteTx,
     outbox: Outbox,
-    /// Outbox rows written, for [`Outbox::committed`] once the batch commits.
-    enqueued: i64,
+    /// The stock rows read so far: units available as this batch's effects leave them, and
+    /// the change to write. `None`: no such SKU.
+    stock: BTreeMap<String, Option<Units>>,
+    /// Orders whose reservations are known: whether they hold any (any status), and their
+    /// RESERVED lines from before this batch, once read.
+    known: HashMap<Uuid, Held>,
+    /// Reservations made in this batch, in order.
+    new_reservations: Vec<NewReservation>,
+    /// Orders whose reservations from before this batch were released in it.
+    released: Vec<Uuid>,
+    /// The facts, in the order of the effects that produced them.
+    facts: Vec<OutgoingRecord>,
+}
+
+/// One stock row in a batch.
+#[derive(Debug, Clone, Copy)]
+struct Units {
+    available: i64,
+    delta: i64,
+}
+
+/// What a batch knows of an order's reservations.
+#[derive(Debug, Default)]
+struct Held {
+    /// It holds (or held) a reservation: a new OrderPlaced for it changes nothing.
+    any: bool,
+    /// Its RESERVED lines from before this batch, once read, until released.
+    reserved: Option<Vec<(String, i64)>>,
+}
+
+struct NewReservation {
+    order_id: Uuid,
+    sku: String,
+    quantity: i64,
+    released_at: Option<i64>,
 }
 
 impl Effects {
-    /// On PostgreSQL, locks the stock rows the batch may change, in SKU order, before any
-    /// effect: those of the SKUs `reserving` asks for and of the SKUs the `releasing` orders
-    /// hold. One reaction alone takes its SKUs in SKU order, but a batch takes those of its
-    /// orders one order after another, so two batches of different partitions could take two
-    /// SKUs in opposite orders and deadlock; locking the union first in one order prevents
-    /// it. SQLite has one writer at a time: nothing to do there.
+    /// Reads the stock rows the batch may change before any effect, in SKU order: those of the
+    /// SKUs `reserving` asks for and of the SKUs the `releasing` orders hold, and whether the
+    /// `placing` orders hold reservations already. On PostgreSQL it locks those stock rows
+    /// (`FOR UPDATE`) until the commit: one reaction alone takes its SKUs in SKU order, but a
+    /// batch takes those of its orders one order after another, so two batches of different
+    /// partitions could take two SKUs in opposite orders and deadlock; locking the union first
+    /// in one order prevents it. (SQLite has one writer at a time.) Effects on rows not read
+    /// here read them when they need them.
     pub async fn lock_stock(
         &mut self,
         reserving: BTreeSet<&str>,
         releasing: &[Uuid],
+        placing: &[Uuid],
     ) -> Result<(), sqlx::Error> {
-        if self.outbox.backend() != Backend::Postgres {
-            return Ok(());
-        }
         let mut skus: BTreeSet<String> = reserving.into_iter().map(str::to_owned).collect();
         let releasing: Vec<String> = releasing.iter().map(Uuid::to_string).collect();
         for orders in releasing.chunks(LOCK_CHUNK) {
@@ -236,82 +280,136 @@ impl Effects {
         let skus: Vec<String> = skus.into_iter().collect();
         // Chunks in SKU order keep the whole locking in SKU order.
         for chunk in skus.chunks(LOCK_CHUNK) {
+            self.read_stock(chunk).await?;
+        }
+        let placing: Vec<String> = placing.iter().map(Uuid::to_string).collect();
+        for orders in placing.chunks(LOCK_CHUNK) {
             let sql = format!(
-                "SELECT sku FROM stock WHERE sku IN ({}) ORDER BY sku FOR UPDATE",
-                placeholders(1, chunk.len())
+                "SELECT DISTINCT order_id FROM reservations WHERE order_id IN ({})",
+                placeholders(1, orders.len())
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for sku in chunk {
-                query = query.bind(sku.as_str());
+            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+            for order in orders {
+                query = query.bind(order.as_str());
             }
-            query.fetch_all(&mut *self.tx).await?;
+            let holding: BTreeSet<String> =
+                query.fetch_all(&mut *self.tx).await?.into_iter().collect();
+            for order in orders {
+                let id = order
+                    .parse()
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                self.known.entry(id).or_default().any |= holding.contains(order);
+            }
         }
         Ok(())
     }
 
+    /// Reads (on PostgreSQL, locks) the stock rows of `skus` not read yet.
+    async fn read_stock(&mut self, skus: &[String]) -> Result<(), sqlx::Error> {
+        let missing: Vec<&String> = skus
+            .iter()
+            .filter(|sku| !self.stock.contains_key(*sku))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let lock = if self.outbox.backend() == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT sku, available FROM stock WHERE sku IN ({}) ORDER BY sku{lock}",
+            placeholders(1, missing.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for sku in &missing {
+            query = query.bind(sku.as_str());
+        }
+        let rows = query.fetch_all(&mut *self.tx).await?;
+        for sku in missing {
+            self.stock.insert(sku.clone(), None);
+        }
+        for row in rows {
+            let available: i64 = row.try_get(1)?;
+            self.stock.insert(
+                row.try_get(0)?,
+                Some(Units {
+                    available,
+                    delta: 0,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether `order_id` holds (or held) a reservation, from before this batch or made in it.
+    async fn holds_reservation(&mut self, order_id: Uuid) -> Result<bool, sqlx::Error> {
+        if let Some(held) = self.known.get(&order_id) {
+            return Ok(held.any);
+        }
+        let any = holds_reservation(&mut self.tx, order_id).await?;
+        self.known.entry(order_id).or_default().any = any;
+        Ok(any)
+    }
+
     /// Reserves every line of an order or none, as the effect of a claimed OrderPlaced.
     ///
-    /// Each SKU's units are summed over the order's lines, then taken with a conditional
-    /// `UPDATE … WHERE available >= n`, in SKU order. When every SKU is taken, the reservation
-    /// rows and the outbox row of StockReserved are written. When one is short (or unknown, or
-    /// the line is invalid), the stock updates of this order are undone (a savepoint, so the
-    /// batch's other effects stay) and StockReservationFailed is written instead. An order that
-    /// already holds a reservation (another OrderPlaced for it, earlier in this batch or
-    /// before) is left as it is: `Unchanged`.
+    /// Each SKU's units are summed over the order's lines and taken from the batch's copy of
+    /// the stock only if every SKU has enough: then the reservation and StockReserved are
+    /// written at the commit. When one is short (or unknown, or the line is invalid), nothing is
+    /// taken and StockReservationFailed is written instead. An order that already holds a
+    /// reservation (another OrderPlaced for it, earlier in this batch or before) is left as it
+    /// is: `Unchanged`.
     ///
-    /// Call it inside the record's span: the outbox row carries the current trace context.
+    /// Call it inside the record's span: the fact carries the current trace context.
     #[tracing::instrument(skip_all, fields(order.id = %order_id))]
     pub async fn reserve(
         &mut self,
         order_id: Uuid,
         items: &[LineItem],
     ) -> Result<Reservation, StoreError> {
-        if holds_reservation(&mut self.tx, order_id).await? {
+        if self.holds_reservation(order_id).await? {
             return Ok(Reservation::Unchanged);
         }
         let wanted = units_per_sku(items);
-        let now = now_millis();
-        let short_skus = if wanted.len() == 1 {
-            // One conditional UPDATE either takes the units or changes nothing: no partial
-            // update to undo, so no savepoint (two statements fewer per order).
-            take_stock(&mut self.tx, &wanted, now).await?
-        } else {
-            let mut attempt = self.tx.begin().await?; // a SAVEPOINT
-            let short = take_stock(&mut attempt, &wanted, now).await?;
-            if short.is_empty() {
-                attempt.commit().await?; // RELEASE SAVEPOINT
-            } else {
-                attempt.rollback().await?; // ROLLBACK TO SAVEPOINT: this order's updates only
-            }
-            short
-        };
+        let skus: Vec<String> = wanted.keys().cloned().collect();
+        self.read_stock(&skus).await?;
+        let short_skus: Vec<String> = wanted
+            .iter()
+            .filter(|&(sku, &units)| {
+                units <= 0
+                    || !matches!(self.stock.get(sku), Some(Some(row)) if row.available >= units)
+            })
+            .map(|(sku, _)| sku.clone())
+            .collect();
         if !short_skus.is_empty() {
             let fact =
                 StockReservationFailed::new(order_id, "insufficient stock", short_skus.clone());
-            self.enqueue(&OutgoingRecord::from_event(&fact)?).await?;
+            self.facts.push(OutgoingRecord::from_event(&fact)?);
             return Ok(Reservation::Failed { short_skus });
         }
         let mut lines = Vec::with_capacity(wanted.len());
         for (sku, units) in wanted {
-            sqlx::query(
-                "INSERT INTO reservations (order_id, sku, quantity, status, created_at)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(order_id.to_string())
-            .bind(sku.as_str())
-            .bind(units)
-            .bind(RESERVED)
-            .bind(now)
-            .execute(&mut *self.tx)
-            .await?;
+            if let Some(Some(row)) = self.stock.get_mut(&sku) {
+                row.available -= units;
+                row.delta -= units;
+            }
+            self.new_reservations.push(NewReservation {
+                order_id,
+                sku: sku.clone(),
+                quantity: units,
+                released_at: None,
+            });
             lines.push(ReservedLine {
                 sku,
                 // Sums of i32 lines that passed the stock check fit: stock is at most 1e9.
                 quantity: i32::try_from(units).unwrap_or(i32::MAX),
             });
         }
+        self.known.entry(order_id).or_default().any = true;
         let record = OutgoingRecord::from_event(&StockReserved::new(order_id, lines))?;
-        self.enqueue(&record).await?;
+        self.facts.push(record);
         Ok(Reservation::Reserved)
     }
 
@@ -320,7 +418,43 @@ impl Effects {
     /// never released again, whatever event asks. `Unchanged` when the order holds nothing.
     #[tracing::instrument(skip_all, fields(order.id = %order_id))]
     pub async fn release(&mut self, order_id: Uuid) -> Result<Release, StoreError> {
-        let held = sqlx::query(
+        let now = now_millis();
+        let mut held = self.reserved_before(order_id).await?;
+        let from_before = !held.is_empty();
+        for reservation in &mut self.new_reservations {
+            if reservation.order_id == order_id && reservation.released_at.is_none() {
+                reservation.released_at = Some(now);
+                held.push((reservation.sku.clone(), reservation.quantity));
+            }
+        }
+        if held.is_empty() {
+            return Ok(Release::Unchanged);
+        }
+        if from_before {
+            self.released.push(order_id);
+        }
+        let skus: Vec<String> = held.iter().map(|(sku, _)| sku.clone()).collect();
+        self.read_stock(&skus).await?;
+        for (sku, units) in &held {
+            if let Some(Some(row)) = self.stock.get_mut(sku) {
+                row.available += units;
+                row.delta += units;
+            }
+        }
+        Ok(Release::Released(held.len()))
+    }
+
+    /// The order's RESERVED lines from before this batch not yet released in it (emptied: a
+    /// second release in the batch finds none).
+    async fn reserved_before(&mut self, order_id: Uuid) -> Result<Vec<(String, i64)>, StoreError> {
+        if let Some(Held {
+            reserved: Some(lines),
+            ..
+        }) = self.known.get_mut(&order_id)
+        {
+            return Ok(std::mem::take(lines));
+        }
+        let lines = sqlx::query(
             "SELECT sku, quantity FROM reservations WHERE order_id = $1 AND status = $2
              ORDER BY sku",
         )
@@ -331,76 +465,85 @@ impl Effects {
         .iter()
         .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        if held.is_empty() {
-            return Ok(Release::Unchanged);
-        }
+        let known = self.known.entry(order_id).or_default();
+        known.any |= !lines.is_empty();
+        // What this release takes: none are left for a later one in the batch.
+        known.reserved = Some(Vec::new());
+        Ok(lines)
+    }
+
+    /// Writes the batch's effects (the stock changes, the reservations made and released, the
+    /// facts), commits them with the inbox rows, then tells the outbox how many facts it
+    /// enqueued (waking the relay).
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         let now = now_millis();
-        for (sku, units) in &held {
-            sqlx::query(
-                "UPDATE stock SET available = available + $1, updated_at = $2 WHERE sku = $3",
-            )
-            .bind(*units)
-            .bind(now)
-            .bind(sku.as_str())
-            .execute(&mut *self.tx)
-            .await?;
+        for (sku, row) in &self.stock {
+            if let Some(row) = row
+                && row.delta != 0
+            {
+                sqlx::query(
+                    "UPDATE stock SET available = available + $1, updated_at = $2 WHERE sku = $3",
+                )
+                .bind(row.delta)
+                .bind(now)
+                .bind(sku.as_str())
+                .execute(&mut *self.tx)
+                .await?;
+            }
         }
-        sqlx::query(
-            "UPDATE reservations SET status = $1, released_at = $2
-             WHERE order_id = $3 AND status = $4",
-        )
-        .bind(RELEASED)
-        .bind(now)
-        .bind(order_id.to_string())
-        .bind(RESERVED)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(Release::Released(held.len()))
-    }
-
-    /// Commits the batch, then tells the outbox how many rows it enqueued (waking the relay).
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        // Releases of reservations from before the batch first: the batch's own are inserted
+        // with their final status after, so a release can't touch a later reservation.
+        let released: Vec<String> = self.released.iter().map(Uuid::to_string).collect();
+        for orders in released.chunks(LOCK_CHUNK) {
+            let sql = format!(
+                "UPDATE reservations SET status = $1, released_at = $2
+                 WHERE status = $3 AND order_id IN ({})",
+                placeholders(4, orders.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql))
+                .bind(RELEASED)
+                .bind(now)
+                .bind(RESERVED);
+            for order in orders {
+                query = query.bind(order.as_str());
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        for chunk in self.new_reservations.chunks(LOCK_CHUNK) {
+            let values = (0..chunk.len())
+                .map(|row| format!("({})", placeholders(row * 6 + 1, 6)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO reservations (order_id, sku, quantity, status, created_at, released_at)
+                 VALUES {values}"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for reservation in chunk {
+                let status = if reservation.released_at.is_some() {
+                    RELEASED
+                } else {
+                    RESERVED
+                };
+                query = query
+                    .bind(reservation.order_id.to_string())
+                    .bind(reservation.sku.as_str())
+                    .bind(reservation.quantity)
+                    .bind(status)
+                    .bind(now)
+                    .bind(reservation.released_at);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        let facts: Vec<&OutgoingRecord> = self.facts.iter().collect();
+        self.outbox.enqueue_many(&mut self.tx, &facts).await?;
+        let enqueued = i64::try_from(self.facts.len()).unwrap_or(i64::MAX);
         self.tx.commit().await?;
-        if self.enqueued > 0 {
-            self.outbox.committed(self.enqueued);
+        if enqueued > 0 {
+            self.outbox.committed(enqueued);
         }
         Ok(())
     }
-
-    async fn enqueue(&mut self, record: &OutgoingRecord) -> Result<(), sqlx::Error> {
-        self.outbox.enqueue(&mut self.tx, record).await?;
-        self.enqueued += 1;
-        Ok(())
-    }
-}
-
-/// Takes each SKU's units with a conditional UPDATE, in SKU order; returns the SKUs that were
-/// short (unknown, not enough stock, or a non-positive total), sorted. It keeps going after a
-/// shortage, so the fact names every short SKU at once.
-async fn take_stock(
-    conn: &mut AnyConnection,
-    wanted: &BTreeMap<String, i64>,
-    now: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    let mut short_skus = Vec::new();
-    for (sku, units) in wanted {
-        let taken = *units > 0
-            && sqlx::query(
-                "UPDATE stock SET available = available - $1, updated_at = $2
-                 WHERE sku = $3 AND available >= $1",
-            )
-            .bind(*units)
-            .bind(now)
-            .bind(sku.as_str())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-                == 1;
-        if !taken {
-            short_skus.push(sku.clone());
-        }
-    }
-    Ok(short_skus)
 }
 
 /// `$first, $first+1, …`: `count` placeholders.

@@ -1,6 +1,7 @@
 //! The batch path, called directly (no broker): one transaction per batch, fresh events only,
-//! records of one batch applied as they would be one after another, a short order undone
-//! alone (a savepoint), and a batch with an unreadable record applying nothing.
+//! records of one batch applied as they would be one after another, a short order taking
+//! nothing while the others are reserved, units released in a batch serving the orders after
+//! the release, and a batch with an unreadable record applying nothing.
 
 use opentelemetry::trace::{TraceContextExt, TraceId};
 use spine_events::Event;
@@ -27,6 +28,7 @@ spine_kit::on_sqlite_and_postgres!(
     the_facts_of_one_order_in_a_batch_act_as_one_after_another,
     a_batch_with_an_unreadable_record_is_poison_and_applies_nothing,
     each_fact_of_a_batch_carries_its_own_records_trace,
+    units_released_in_a_batch_serve_the_orders_after_it_and_not_before,
 );
 
 /// The store and handler on a fresh database holding A: 10, B: 10, C: 1.
@@ -167,7 +169,7 @@ async fn a_batch_applies_only_the_events_not_processed_before(backend: Backend) 
 async fn a_short_order_in_a_batch_is_undone_alone_and_the_others_reserved(backend: Backend) {
     let app = fixture(backend).await;
     let first = order(&[("A", 2), ("B", 1)]);
-    // A is taken before C turns out short: the savepoint must give A's 3 units back.
+    // A has enough for the short order, C does not: it must take none of A either.
     let short = order(&[("A", 3), ("C", 5)]);
     let third = order(&[("A", 1)]);
 
@@ -261,6 +263,58 @@ async fn the_facts_of_one_order_in_a_batch_act_as_one_after_another(backend: Bac
         app.count("SELECT COUNT(*) FROM spine_inbox").await,
         4,
         "inventory's four events; OrderConfirmed is not recorded"
+    );
+}
+
+async fn units_released_in_a_batch_serve_the_orders_after_it_and_not_before(backend: Backend) {
+    let app = fixture(backend).await;
+    // A previous batch reserved all of A.
+    let holder = order(&[("A", 10)]);
+    app.handle(vec![record(0, &holder)]).await.unwrap();
+    assert_eq!(app.available("A").await, 0);
+    let before = order(&[("A", 4)]);
+    let rejected = OrderRejected {
+        event_id: Uuid::now_v7(),
+        occurred_at: holder.occurred_at,
+        order_id: holder.order_id,
+        email: holder.email.clone(),
+        reason: "payment declined".into(),
+    };
+    let after = order(&[("A", 6), ("B", 10)]);
+    let too_many = order(&[("A", 5)]);
+
+    app.handle(vec![
+        record(1, &before),
+        record(2, &rejected),
+        record(3, &after),
+        record(4, &too_many),
+    ])
+    .await
+    .unwrap();
+
+    assert_eq!(app.available("A").await, 4, "10 released, then 6 taken");
+    assert_eq!(app.available("B").await, 0);
+    let status = |id: Uuid| {
+        format!("SELECT COUNT(*) FROM reservations WHERE order_id = '{id}' AND status = 'RELEASED'")
+    };
+    assert_eq!(app.count(&status(holder.order_id)).await, 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM reservations WHERE status = 'RESERVED'")
+            .await,
+        2,
+        "the two lines of the order after the release"
+    );
+    let facts = app.outbox().await;
+    let types: Vec<&str> = facts.iter().map(|f| f.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            StockReserved::NAME,
+            StockReservationFailed::NAME,
+            StockReserved::NAME,
+            StockReservationFailed::NAME
+        ],
+        "the first batch's fact, then one per order in offset order"
     );
 }
 
