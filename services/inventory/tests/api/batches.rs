@@ -218,6 +218,17 @@ async fn a_short_order_in_a_batch_is_undone_alone_and_the_others_reserved(backen
     assert_eq!(failed.reason, "insufficient stock");
 }
 
+/// An OrderRejected for `order` after its stock could have been reserved (payment declined).
+fn rejection(order: &OrderPlaced) -> OrderRejected {
+    OrderRejected {
+        event_id: Uuid::now_v7(),
+        occurred_at: order.occurred_at,
+        order_id: order.order_id,
+        email: order.email.clone(),
+        reason: "payment declined".into(),
+    }
+}
+
 async fn the_facts_of_one_order_in_a_batch_act_as_one_after_another(backend: Backend) {
     let app = fixture(backend).await;
     let first = order(&[("A", 3)]);
@@ -226,13 +237,7 @@ async fn the_facts_of_one_order_in_a_batch_act_as_one_after_another(backend: Bac
         event_id: Uuid::now_v7(),
         ..first.clone()
     };
-    let rejected = OrderRejected {
-        event_id: Uuid::now_v7(),
-        occurred_at: first.occurred_at,
-        order_id: first.order_id,
-        email: first.email.clone(),
-        reason: "payment declined".into(),
-    };
+    let rejected = rejection(&first);
     let rejected_again = OrderRejected {
         event_id: Uuid::now_v7(),
         ..rejected.clone()
@@ -273,13 +278,7 @@ async fn units_released_in_a_batch_serve_the_orders_after_it_and_not_before(back
     app.handle(vec![record(0, &holder)]).await.unwrap();
     assert_eq!(app.available("A").await, 0);
     let before = order(&[("A", 4)]);
-    let rejected = OrderRejected {
-        event_id: Uuid::now_v7(),
-        occurred_at: holder.occurred_at,
-        order_id: holder.order_id,
-        email: holder.email.clone(),
-        reason: "payment declined".into(),
-    };
+    let rejected = rejection(&holder);
     let after = order(&[("A", 6), ("B", 10)]);
     let too_many = order(&[("A", 5)]);
 
