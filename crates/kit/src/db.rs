@@ -322,6 +322,20 @@ pub async fn migrate(
     Ok(())
 }
 
+/// `($1, …, $width), ($width+1, …), …`: `count` rows of `width` placeholders, for a multi-row
+/// `INSERT … VALUES` (the `$N` form runs on both backends). Bind the values row by row.
+pub fn placeholder_rows(count: usize, width: usize) -> String {
+    (0..count)
+        .map(|row| {
+            let values: Vec<String> = (1..=width)
+                .map(|i| format!("${}", row * width + i))
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Milliseconds since the Unix epoch: the timestamps the kit stores.
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
@@ -405,6 +419,16 @@ mod tests {
             ..DatabaseSettings::default()
         };
         assert!(postgres_session_parameters(&settings).is_empty());
+    }
+
+    #[test]
+    fn placeholder_rows_number_their_placeholders_row_by_row() {
+        assert_eq!(placeholder_rows(1, 2), "($1, $2)");
+        assert_eq!(
+            placeholder_rows(2, 5),
+            "($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)"
+        );
+        assert_eq!(placeholder_rows(0, 3), "");
     }
 
     #[test]

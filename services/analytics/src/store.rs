@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use spine_kit::db::{Backend, Migration, WriteTx, migrate};
+use spine_kit::db::{Backend, Migration, WriteTx, migrate, placeholder_rows};
 use spine_kit::inbox::Inbox;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
@@ -333,7 +333,7 @@ impl Aggregation {
             let sql = format!(
                 "INSERT INTO event_counts (event_type, events) VALUES {}
                  ON CONFLICT (event_type) DO UPDATE SET events = event_counts.events + excluded.events",
-                rows(chunk.len(), 2)
+                placeholder_rows(chunk.len(), 2)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (event_type, n) in chunk {
@@ -346,7 +346,7 @@ impl Aggregation {
             let sql = format!(
                 "INSERT INTO orders_per_minute (minute, orders) VALUES {}
                  ON CONFLICT (minute) DO UPDATE SET orders = orders_per_minute.orders + excluded.orders",
-                rows(chunk.len(), 2)
+                placeholder_rows(chunk.len(), 2)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (minute, n) in chunk {
@@ -361,7 +361,7 @@ impl Aggregation {
                  ON CONFLICT (currency) DO UPDATE
                  SET total_minor = revenue.total_minor + excluded.total_minor,
                      orders = revenue.orders + excluded.orders",
-                rows(chunk.len(), 3)
+                placeholder_rows(chunk.len(), 3)
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (currency, (total, orders)) in chunk {
@@ -371,19 +371,6 @@ impl Aggregation {
         }
         self.tx.commit().await
     }
-}
-
-/// `($1, $2), ($3, $4), …`: `count` rows of `width` placeholders.
-fn rows(count: usize, width: usize) -> String {
-    (0..count)
-        .map(|row| {
-            let values: Vec<String> = (1..=width)
-                .map(|i| format!("${}", row * width + i))
-                .collect();
-            format!("({})", values.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use spine_events::inventory::{ReservedLine, StockReservationFailed, StockReserved};
 use spine_events::orders::LineItem;
-use spine_kit::db::{Backend, Migration, WriteTx, migrate, now_millis};
+use spine_kit::db::{Backend, Migration, WriteTx, migrate, now_millis, placeholder_rows};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
@@ -510,10 +510,7 @@ impl Effects {
             query.execute(&mut *self.tx).await?;
         }
         for chunk in self.new_reservations.chunks(LOCK_CHUNK) {
-            let values = (0..chunk.len())
-                .map(|row| format!("({})", placeholders(row * 6 + 1, 6)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = placeholder_rows(chunk.len(), 6);
             let sql = format!(
                 "INSERT INTO reservations (order_id, sku, quantity, status, created_at, released_at)
                  VALUES {values}"

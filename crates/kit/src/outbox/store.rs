@@ -230,20 +230,7 @@ impl Outbox {
     ) -> Result<(), sqlx::Error> {
         let now = now_millis();
         for chunk in records.chunks(ENQUEUE_CHUNK) {
-            let values = (0..chunk.len())
-                .map(|row| {
-                    let first = row * 5 + 1;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        first,
-                        first + 1,
-                        first + 2,
-                        first + 3,
-                        first + 4
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = crate::db::placeholder_rows(chunk.len(), 5);
             let sql = format!(
                 "INSERT INTO spine_outbox (topic, msg_key, payload, headers, created_at) VALUES {values}"
             );

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use spine_kit::db::is_outage;
+use spine_kit::db::{is_outage, placeholder_rows};
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
 use tokio::sync::{mpsc, oneshot};
@@ -178,7 +178,7 @@ async fn insert_rows(
             "INSERT INTO orders (id, customer_id, email, currency, total_minor, sales_channel, status,
                                  idempotency_key, request, created_at, updated_at)
              VALUES {}",
-            values(chunk.len(), 11)
+            placeholder_rows(chunk.len(), 11)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for row in chunk {
@@ -205,7 +205,7 @@ async fn insert_rows(
     for chunk in lines.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_minor) VALUES {}",
-            values(chunk.len(), 5)
+            placeholder_rows(chunk.len(), 5)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (row, line_no) in chunk {
@@ -226,7 +226,7 @@ async fn insert_rows(
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO order_transitions (order_id, seq, status, reason, at) VALUES {}",
-                values(chunk.len(), 5)
+                placeholder_rows(chunk.len(), 5)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for row in chunk {
@@ -242,18 +242,6 @@ async fn insert_rows(
     }
     let records: Vec<&OutgoingRecord> = rows.iter().map(|row| &row.record).collect();
     outbox.enqueue_many(conn, &records).await
-}
-
-/// `($1, …, $columns), ($columns+1, …)`: `rows` tuples of `columns` placeholders.
-fn values(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let first = row * columns + 1;
-            let tuple: Vec<String> = (first..first + columns).map(|i| format!("${i}")).collect();
-            format!("({})", tuple.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
@@ -351,11 +339,5 @@ mod tests {
             assert_eq!(view.history.len(), 1);
             assert_eq!(view.total_minor, 300 * view.items.len() as i64);
         }
-    }
-
-    #[test]
-    fn tuples_number_their_placeholders_in_order() {
-        assert_eq!(values(1, 2), "($1, $2)");
-        assert_eq!(values(2, 5), "($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)");
     }
 }
