@@ -17,6 +17,12 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+/// mimalloc rather than glibc's malloc: with a span, headers and a future per Kafka record,
+/// glibc's arenas (their locks, their consolidation) took a third of the kit's CPU per record
+/// (README, "Benchmark").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const AFTER_HELP: &str = "\
 Measures, on one broker in one run with one message size, the msgs/s of plain rdkafka clients \
 (the physical limit) and of the kit doing the same work, and reports the kit's share of each: \

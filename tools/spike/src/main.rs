@@ -2,6 +2,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: with a span, headers and a future per Kafka record,
+/// glibc's arenas (their locks, their consolidation) took a third of the kit's CPU per record
+/// (README, "Benchmark").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Ctrl-C or SIGTERM stops the load early; the report of what was measured still prints.

@@ -9,6 +9,12 @@ use std::time::Duration;
 use clap::Parser;
 use spine_bench::drain::{WatchFiles, watch};
 
+/// mimalloc rather than glibc's malloc: with a span, headers and a future per Kafka record,
+/// glibc's arenas (their locks, their consolidation) took a third of the kit's CPU per record
+/// (README, "Benchmark").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const AFTER_HELP: &str = "\
 Start it before the backlog is queued (it follows orders.events, inventory.events and \
 email.events from their current end), wait for --ready-file, queue the backlog with the \
