@@ -282,9 +282,8 @@ async fn flow(broker: &Broker, schemas: &SchemaSettings, more: impl AsyncFnOnce(
     // One analytics consumer follows every topic, and Kafka orders records only within a partition:
     // ada's OrderConfirmed (one partition of orders.events) can be counted after both EmailSent
     // (another topic). So wait for every count this test expects, not for the last fact to arrive.
-    let fetch_stats = async || -> Option<Value> {
-        client.get(&stats_url).send().await.ok()?.json().await.ok()
-    };
+    let fetch_stats =
+        async || -> Option<Value> { client.get(&stats_url).send().await.ok()?.json().await.ok() };
     eventually(
         "analytics to see both orders, both outcomes and both emails",
         async || {
