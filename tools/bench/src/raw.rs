@@ -207,6 +207,11 @@ pub fn consume(
         // tansu's first JoinGroup waits out max.poll.interval.ms (see STACK-NOTES.md).
         .set("max.poll.interval.ms", "10000")
         .set("session.timeout.ms", "6000")
+        // The kit's prefetch setting, so that both consumers refill their queue alike.
+        .set(
+            "fetch.queue.backoff.ms",
+            spine_kit::kafka::config::FETCH_QUEUE_BACKOFF_MS,
+        )
         .set("log_level", "4")
         .create()
         .context("creating the raw consumer")?;
