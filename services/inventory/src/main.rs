@@ -6,7 +6,7 @@ use spine_inventory::settings::Settings;
 
 /// mimalloc rather than glibc's malloc: with a span, headers and a future per Kafka record,
 /// glibc's arenas (their locks, their consolidation) took a third of the kit's CPU per record
-/// (README, "Benchmark").
+/// (README, "Load testing").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
