@@ -160,6 +160,27 @@ struct Service {
     name: &'static str,
     port: u16,
     child: Child,
+    log: PathBuf,
+}
+
+/// Stops the process if the test did not. On a failure, prints the tail of the service's log
+/// first: the log lives in the test's temporary directory, which goes with the test.
+impl Drop for Service {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- the last {} lines of {}'s log:\n{}",
+                tail.len(),
+                self.name,
+                tail.join("\n")
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn spawn(
@@ -170,7 +191,8 @@ fn spawn(
     extra: &[(&str, String)],
 ) -> Service {
     let port = free_port();
-    let log = std::fs::File::create(data.join(format!("{name}.log"))).unwrap();
+    let log_path = data.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut command = Command::new(binary(name));
     command
         .current_dir(data)
@@ -200,6 +222,7 @@ fn spawn(
         name,
         port,
         child: command.spawn().expect("service starts"),
+        log: log_path,
     }
 }
 
