@@ -93,6 +93,9 @@ struct Sent {
     created_at: i64,
     failures: i64,
     key: Option<Vec<u8>>,
+    /// From the claim to the broker's answer: the part of commit → ack spent at the producer
+    /// and the broker (the rest waited for a claim).
+    in_flight: Duration,
     result: Result<(), SendError>,
 }
 
@@ -184,9 +187,10 @@ impl Relay {
                 match self.outbox.claim(room, self.settings.claim_timeout).await {
                     Ok(rows) => {
                         db_backoff = None;
+                        let claimed = Instant::now();
                         for row in rows {
                             sending.insert(row.id);
-                            in_flight.push(send(self.publisher.clone(), row));
+                            in_flight.push(send(self.publisher.clone(), row, claimed));
                         }
                     }
                     Err(err) => self.database_failed(&mut db_backoff, &err, "claim"),
@@ -287,6 +291,8 @@ impl Relay {
                     unmarked.push(sent.id);
                     metrics::histogram!("spine_outbox_publish_latency_seconds")
                         .record((now - sent.created_at).max(0) as f64 / 1000.0);
+                    metrics::histogram!("spine_outbox_send_seconds")
+                        .record(sent.in_flight.as_secs_f64());
                     continue;
                 }
                 Err(SendError::Publish(err)) if err.is_fatal() => {
@@ -355,7 +361,7 @@ impl Relay {
 /// Publishes one claimed row under its `send {topic}` span, child of the context stored with
 /// the row (the request that wrote it, even minutes later or on another replica). The span is
 /// the record's creation context: its context replaces the stored one in the headers.
-async fn send(publisher: Publisher, row: Claimed) -> Sent {
+async fn send(publisher: Publisher, row: Claimed, claimed: Instant) -> Sent {
     let result = match row.unreadable {
         Some(err) => Err(SendError::Unreadable(err)),
         None => {
@@ -373,6 +379,7 @@ async fn send(publisher: Publisher, row: Claimed) -> Sent {
         created_at: row.created_at,
         failures: row.failures,
         key: row.record.key,
+        in_flight: claimed.elapsed(),
         result,
     }
 }
