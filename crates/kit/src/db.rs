@@ -101,7 +101,7 @@ async fn connect_sized(
     sqlx::any::install_default_drivers();
     let url = settings.url.expose_secret();
     let backend = Backend::of_url(url).ok_or(DbError::UnsupportedUrl)?;
-    gate::set_gated(url, settings.write_gate);
+    gate::set_gated(url, settings.write_gate.unwrap_or(false));
     let mut options = AnyConnectOptions::from_str(url)?;
     let mut pool = AnyPoolOptions::new()
         .max_connections(max_connections)

@@ -454,10 +454,11 @@ pub struct DatabaseSettings {
     pub spine_max_connections: u32,
     /// SQLite: whether the writers of this process queue at an in-process write gate
     /// (`spine_kit::db::Writer`: one writer at a time, the relay first, then the API, then
-    /// the consumers) instead of meeting in SQLite's lock and its busy handler. Off by
-    /// default: on the 2-core benchmark machine it cost more than it saved (README, "The
-    /// benchmark"). No effect on PostgreSQL.
-    pub write_gate: bool,
+    /// the consumers) instead of meeting in SQLite's lock and its busy handler. Unset, the
+    /// service decides ([`DatabaseSettings::write_gate_or`]): orders, whose API and relay
+    /// write, turns it on; the consumers-only services leave it off, where the benchmark
+    /// measured it slower (README, "The benchmark"). No effect on PostgreSQL.
+    pub write_gate: Option<bool>,
     /// How long a caller waits for a pooled connection, the health check (a ping) of an idle
     /// one included, before the call fails with a pool timeout (an outage). This is what
     /// bounds a wait on a connection that died silently while idle.
@@ -491,11 +492,21 @@ impl Default for DatabaseSettings {
             url: SecretString::from("sqlite://spine.db?mode=rwc"),
             max_connections: 5,
             spine_max_connections: 5,
-            write_gate: false,
+            write_gate: None,
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
             lock_timeout: Duration::from_secs(5),
             tcp_keepalive: Duration::from_secs(30),
         }
+    }
+}
+
+impl DatabaseSettings {
+    /// These settings with `database.write_gate` set to `gated` unless the operator set it:
+    /// a service's own default for the gate.
+    #[must_use]
+    pub fn write_gate_or(mut self, gated: bool) -> Self {
+        self.write_gate.get_or_insert(gated);
+        self
     }
 }

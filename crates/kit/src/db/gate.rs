@@ -1,5 +1,5 @@
-//! The write gate (`database.write_gate`, off by default): one writer at a time per SQLite
-//! database in this process, the relay first, then the edge.
+//! The write gate (`database.write_gate`; on in orders, off elsewhere): one writer at a time
+//! per SQLite database in this process, the relay first, then the edge.
 //!
 //! SQLite has a single writer. When two connections of one process want to write at once, the loser
 //! sleeps in SQLite's busy handler (1, 2, 5, 10, 15, 20, 25… ms, whether or not the lock is free
@@ -568,7 +568,7 @@ mod tests {
             lock_timeout: std::time::Duration::ZERO,
             max_connections: 4,
             spine_max_connections: 4,
-            write_gate: true,
+            write_gate: Some(true),
             ..crate::settings::DatabaseSettings::default()
         }
     }
@@ -724,7 +724,7 @@ mod tests {
     async fn a_sqlite_database_is_gated_only_with_write_gate() {
         let dir = tempfile::tempdir().unwrap();
         let off = crate::settings::DatabaseSettings {
-            write_gate: false,
+            write_gate: Some(false),
             ..sqlite_settings(&dir)
         };
         let (pool, _) = crate::db::connect(&off).await.unwrap();

@@ -201,6 +201,8 @@ async fn unknown_and_malformed_order_ids_get_json_errors(backend: Backend) {
 }
 
 async fn health_and_metrics_answer(backend: Backend) {
+    // As main does, before the application resolves its metric handles (the write gate's).
+    let _ = spine_kit::telemetry::metrics_handle();
     let app = spawn_app(backend).await;
     app.place().await;
     let get = |path: &'static str| app.client.get(format!("{}{path}", app.address)).send();
@@ -232,5 +234,8 @@ async fn health_and_metrics_answer(backend: Backend) {
             "{name} missing from /metrics:\n{metrics}"
         );
     }
+    // orders turns SQLite's write gate on unless told otherwise; PostgreSQL has none.
+    let gated = metrics.contains("spine_db_write_gate_wait_seconds_bucket{role=\"edge\"");
+    assert_eq!(gated, backend == Backend::Sqlite, "{metrics}");
     app.stop().await;
 }
