@@ -34,8 +34,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::RDKafkaErrorCode;
-use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -93,10 +94,8 @@ struct Sent {
     failures: i64,
     key: Option<Vec<u8>>,
     /// From the claim to the broker's answer: the part of commit → ack spent at the producer
-    /// and the broker (the rest waited for a claim, or for the relay to take the ack).
+    /// and the broker (the rest waited for a claim).
     in_flight: Duration,
-    /// When the broker answered (ms since the epoch, as `created_at`).
-    answered_at: i64,
     result: Result<(), SendError>,
 }
 
@@ -152,10 +151,7 @@ impl Relay {
                 Err(err) => tracing::warn!(error = %err, "cannot release old outbox claims"),
             }
         }
-        // Each send is a task of its own, so that its ack is taken (and timed) when the broker
-        // answers, not when this loop is next free of a database statement. Dropped, the set
-        // aborts the sends still running (librdkafka still delivers what it queued).
-        let mut in_flight: JoinSet<Sent> = JoinSet::new();
+        let mut in_flight = FuturesUnordered::new();
         // The ids of the rows in flight, to release them if shutdown can't wait for them.
         let mut sending: HashSet<i64> = HashSet::new();
         let mut give_up_at: Option<tokio::time::Instant> = None;
@@ -194,7 +190,7 @@ impl Relay {
                         let claimed = Instant::now();
                         for row in rows {
                             sending.insert(row.id);
-                            in_flight.spawn(send(self.publisher.clone(), row, claimed));
+                            in_flight.push(send(self.publisher.clone(), row, claimed));
                         }
                     }
                     Err(err) => self.database_failed(&mut db_backoff, &err, "claim"),
@@ -224,11 +220,11 @@ impl Relay {
             }
             let wait = db_backoff.unwrap_or(self.settings.poll_interval);
             tokio::select! {
-                Some(sent) = in_flight.join_next(), if !in_flight.is_empty() => {
+                Some(sent) = in_flight.next(), if !in_flight.is_empty() => {
                     // Take every ack that is already in: one statement marks them all.
-                    let mut done = vec![joined(sent)];
-                    while let Some(sent) = in_flight.try_join_next() {
-                        done.push(joined(sent));
+                    let mut done = vec![sent];
+                    while let Some(Some(sent)) = in_flight.next().now_or_never() {
+                        done.push(sent);
                     }
                     for sent in &done {
                         sending.remove(&sent.id);
@@ -285,6 +281,7 @@ impl Relay {
     /// Accounts for finished sends: acked rows join `unmarked`, failed ones back off (and
     /// may be quarantined). Returns a fatal producer error, if one came back.
     async fn settle(&self, done: Vec<Sent>, unmarked: &mut Vec<i64>) -> Option<PublishError> {
+        let now = now_millis();
         let (mut acked, mut outage, mut first_outage) = (0u64, 0u64, None);
         let mut fatal = None;
         for sent in done {
@@ -293,7 +290,7 @@ impl Relay {
                     acked += 1;
                     unmarked.push(sent.id);
                     metrics::histogram!("spine_outbox_publish_latency_seconds")
-                        .record((sent.answered_at - sent.created_at).max(0) as f64 / 1000.0);
+                        .record((now - sent.created_at).max(0) as f64 / 1000.0);
                     metrics::histogram!("spine_outbox_send_seconds")
                         .record(sent.in_flight.as_secs_f64());
                     continue;
@@ -361,17 +358,6 @@ impl Relay {
     }
 }
 
-/// A finished send task's [`Sent`]. A send that panicked is a bug: the panic goes on, and the
-/// relay (a supervised task) stops the process; its row's claim runs out for the next run.
-fn joined(result: Result<Sent, JoinError>) -> Sent {
-    match result {
-        Ok(sent) => sent,
-        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        // Only the runtime's shutdown cancels a send task, and it drops this loop with it.
-        Err(err) => panic!("an outbox send task was cancelled: {err}"),
-    }
-}
-
 /// Publishes one claimed row under its `send {topic}` span, child of the context stored with
 /// the row (the request that wrote it, even minutes later or on another replica). The span is
 /// the record's creation context: its context replaces the stored one in the headers.
@@ -394,7 +380,6 @@ async fn send(publisher: Publisher, row: Claimed, claimed: Instant) -> Sent {
         failures: row.failures,
         key: row.record.key,
         in_flight: claimed.elapsed(),
-        answered_at: now_millis(),
         result,
     }
 }
