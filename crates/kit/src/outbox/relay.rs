@@ -93,8 +93,9 @@ struct Sent {
     created_at: i64,
     failures: i64,
     key: Option<Vec<u8>>,
-    /// From the claim to the broker's answer: the part of commit → ack spent at the producer
-    /// and the broker (the rest waited for a claim).
+    /// From the claim to the broker's answer as the relay takes it (when its loop next polls
+    /// the sends): the producer, the broker and the relay's own statements meanwhile; the rest
+    /// of commit → ack waited for a claim.
     in_flight: Duration,
     result: Result<(), SendError>,
 }
