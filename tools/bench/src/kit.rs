@@ -46,14 +46,18 @@ pub fn stored(
 }
 
 /// `stored` as the relay sends it to `topic`: with the kit's `send {topic}` span (child of the
-/// context the stored record carries), whose context the copy then carries. Returns both.
+/// context the stored record carries, `spans::send_span_in`), whose context the copy then
+/// carries. Returns both.
 pub fn relay_record(
     publisher: &Publisher,
     stored: &OutgoingRecord,
     topic: &str,
 ) -> (OutgoingRecord, tracing::Span) {
-    let span = publisher.send_span(stored);
-    let _ = span.set_parent(stored.headers.extract_context());
+    let span = spans::send_span_in(
+        publisher.client_info(),
+        stored,
+        stored.headers.extract_context(),
+    );
     let mut record = stored.clone();
     topic.clone_into(&mut record.topic);
     record.headers.inject_context(&span.context());

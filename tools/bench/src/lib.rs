@@ -96,12 +96,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Outcome> {
         bench.size.total()
     );
     let events = workload::orders(options.records);
-    // The outbox rows of the pre-encoded work, built under one request span as a service
-    // builds them; their topic is set per send.
-    let request = tracing::info_span!("bench request");
+    // The outbox rows of the pre-encoded work, each built under a request span of its own as
+    // a service builds them (one trace per order, so a ratio sampler samples some orders, not
+    // all or none); their topic is set per send.
     let stored = events
         .iter()
-        .map(|event| kit::stored(&request, event, ""))
+        .map(|event| kit::stored(&tracing::info_span!("bench request"), event, ""))
         .collect::<Result<Vec<_>, _>>()
         .context("encoding the orders")?;
     let data = Data {

@@ -26,7 +26,10 @@
 //!   A record handled after retries is a success.
 //!
 //! Field values are only computed when a subscriber wants the span, so a process without one
-//! pays a callsite check per record.
+//! pays a callsite check per record. A record whose trace was not sampled where it began (its
+//! `traceparent` flags say so, e.g. under `OTEL_TRACES_SAMPLER=parentbased_traceidratio`) gets
+//! a light span instead: it carries the unsampled context on (what the handler writes stays in
+//! that trace, unsampled) and the fields the logs show, not the attributes no exporter sees.
 
 use std::sync::Arc;
 
@@ -133,6 +136,36 @@ pub fn send_span(client: &ClientInfo, record: &OutgoingRecord) -> Span {
     )
 }
 
+/// The `send {topic}` span of a record sent on behalf of `parent` (the outbox relay: the
+/// context stored with the row). When `parent`'s trace was not sampled where it began, the span
+/// is a light one (a parent-based sampler drops it too) that carries that context on and keeps
+/// only what the logs show (topic, key, and the partition and offset once recorded).
+pub fn send_span_in(
+    client: &ClientInfo,
+    record: &OutgoingRecord,
+    parent: opentelemetry::Context,
+) -> Span {
+    let context = parent.span().span_context().clone();
+    let span = if context.is_valid() && !context.is_sampled() {
+        tracing::info_span!(
+            "send",
+            messaging.destination.name = record.topic.as_str(),
+            messaging.destination.partition.id = Empty,
+            messaging.kafka.offset = Empty,
+            messaging.kafka.message.key = record
+                .key
+                .as_deref()
+                .and_then(|k| std::str::from_utf8(k).ok()),
+        )
+    } else {
+        send_span(client, record)
+    };
+    if !span.is_disabled() {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
 /// Records how a send ended on its span: the partition and offset the broker chose, or the
 /// error's class and an error status.
 pub fn record_send(span: &Span, result: &Result<Delivery, PublishError>) {
@@ -151,6 +184,15 @@ pub fn record_send(span: &Span, result: &Result<Delivery, PublishError>) {
 /// A `process {topic}` CONSUMER span for a consumed `record`, linked to the creation context
 /// in its `traceparent` header and child of it (single-message processing), else a root.
 pub fn process_span(client: &ClientInfo, group: &str, record: &Record) -> Span {
+    let creation = if tracing::dispatcher::has_been_set() {
+        record.headers.extract_context()
+    } else {
+        opentelemetry::Context::new()
+    };
+    let parent = creation.span().span_context().clone();
+    if parent.is_valid() && !parent.is_sampled() {
+        return unsampled_process_span(record, creation);
+    }
     let span = tracing::info_span!(
         parent: None,
         "process",
@@ -175,11 +217,28 @@ pub fn process_span(client: &ClientInfo, group: &str, record: &Record) -> Span {
     if span.is_disabled() {
         return span;
     }
-    let creation = record.headers.extract_context();
-    let link = creation.span().span_context().clone();
     let _ = span.set_parent(creation);
     // `add_link` ignores an invalid context (a record written without tracing).
-    span.add_link(link);
+    span.add_link(parent);
+    span
+}
+
+/// The `process` span of a record whose trace was not sampled where it began (its
+/// `traceparent` says so; a parent-based sampler drops this span too): it carries that
+/// context on, so that what the handler writes stays in the unsampled trace, and the record's
+/// topic, partition, offset and key for the logs, but not the attributes no exporter will see.
+fn unsampled_process_span(record: &Record, creation: opentelemetry::Context) -> Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "process",
+        messaging.destination.name = record.topic.as_str(),
+        messaging.destination.partition.id = %record.partition,
+        messaging.kafka.offset = record.offset,
+        messaging.kafka.message.key = record.key_str(),
+    );
+    if !span.is_disabled() {
+        let _ = span.set_parent(creation);
+    }
     span
 }
 
@@ -354,6 +413,51 @@ mod tests {
             link.span_context.trace_id(),
             TraceId::from_hex(TRACE).unwrap()
         );
+    }
+
+    #[test]
+    fn a_record_of_an_unsampled_trace_is_processed_in_that_trace_and_exported_by_nobody() {
+        let mut record = consumed();
+        record.headers = Headers::new().with(TRACEPARENT, format!("00-{TRACE}-{PRODUCER}-00"));
+        let mut carried = None;
+        let spans = spans_of(|| {
+            let span = process_span(&client(), "inventory", &record);
+            carried = Some(span.context().span().span_context().clone());
+        });
+        assert!(
+            spans.is_empty(),
+            "a parent-based sampler drops it: {spans:?}"
+        );
+        let carried = carried.unwrap();
+        assert_eq!(
+            carried.trace_id(),
+            TraceId::from_hex(TRACE).unwrap(),
+            "what the handler writes stays in the order's trace"
+        );
+        assert!(!carried.is_sampled(), "and unsampled downstream");
+    }
+
+    #[test]
+    fn a_row_of_an_unsampled_trace_is_sent_in_that_trace_and_exported_by_nobody() {
+        let record = OutgoingRecord {
+            topic: "orders.events".into(),
+            key: Some(b"order-1".to_vec()),
+            payload: vec![1],
+            headers: Headers::new().with(TRACEPARENT, format!("00-{TRACE}-{PRODUCER}-00")),
+        };
+        let mut carried = None;
+        let spans = spans_of(|| {
+            let span = send_span_in(&client(), &record, record.headers.extract_context());
+            carried = Some(span.context().span().span_context().clone());
+        });
+        assert!(
+            spans.is_empty(),
+            "a parent-based sampler drops it: {spans:?}"
+        );
+        let carried = carried.unwrap();
+        assert_eq!(carried.trace_id(), TraceId::from_hex(TRACE).unwrap());
+        assert_ne!(carried.span_id(), SpanId::from_hex(PRODUCER).unwrap());
+        assert!(!carried.is_sampled());
     }
 
     #[test]

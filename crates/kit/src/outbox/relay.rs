@@ -366,8 +366,11 @@ async fn send(publisher: Publisher, row: Claimed, claimed: Instant) -> Sent {
     let result = match row.unreadable {
         Some(err) => Err(SendError::Unreadable(err)),
         None => {
-            let span = publisher.send_span(&row.record);
-            let _ = span.set_parent(row.record.headers.extract_context());
+            let span = spans::send_span_in(
+                publisher.client_info(),
+                &row.record,
+                row.record.headers.extract_context(),
+            );
             let mut record = row.record.clone();
             record.headers.inject_context(&span.context());
             let result = publisher.send(&record).instrument(span.clone()).await;

@@ -118,6 +118,34 @@ async fn a_queued_backlog_is_applied_in_batches_once_each_in_key_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_fetched_together_start_as_one_batch_not_a_batch_of_one_first() {
+    let fx = Fixture::new(settings()).await;
+    // One key, so that every record is on one partition and one fetch brings them together.
+    for seq in 0..30 {
+        fx.send("one-key", format!("{seq:03}").as_bytes(), &unique("e"))
+            .await;
+    }
+    let recorder = Recorder::default();
+    let running = fx.spawn(Batched::new(recorder.clone()));
+    assert!(recorder.applied_at_least(30).await, "every record applied");
+    running.stop().await.unwrap();
+    let calls = recorder.calls.lock().unwrap().clone();
+    assert!(
+        calls[0].0 > 1,
+        "the first records of an idle partition start as a batch (calls: {calls:?})"
+    );
+    let applied: Vec<String> = recorder
+        .applied
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    let expected: Vec<String> = (0..30).map(|seq| format!("{seq:03}")).collect();
+    assert_eq!(applied, expected, "applied once each, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_in_a_batch_is_dead_lettered_alone_and_the_rest_applied_once() {
     let fx = Fixture::new(settings()).await;
     // One key, so that every record is on one partition and they batch together.

@@ -239,6 +239,7 @@ impl<H: Handler> ConsumerRunner<H> {
             pacer: Pacer::new(max_rate),
             rate_limited,
             max_batch,
+            heads: Vec::new(),
         };
         dispatcher.dispatch().await;
         dispatcher.drain().await;
@@ -269,6 +270,10 @@ struct Dispatcher<'a, H> {
     rate_limited: metrics::Counter,
     /// The batch path: a partition's waiting records start together, up to this many.
     max_batch: Option<usize>,
+    /// The batch path: records taken in this turn that may start (their partition runs
+    /// nothing), started by [`Self::start_heads`] with the records of their partition taken
+    /// after them, as one batch.
+    heads: Vec<(Ticket, Record)>,
 }
 
 impl<H: Handler> Dispatcher<'_, H> {
@@ -337,6 +342,7 @@ impl<H: Handler> Dispatcher<'_, H> {
                         self.on_message(&message);
                         drop(message);
                         self.take_ready(&mut messages, max_in_flight);
+                        self.start_heads();
                     }
                     Some(Err(err)) => {
                         tracing::warn!(group = %self.runner.group, error = %err, "consumer error");
@@ -356,7 +362,11 @@ impl<H: Handler> Dispatcher<'_, H> {
         messages: &mut rdkafka::consumer::MessageStream<'_, RunnerContext>,
         max_in_flight: usize,
     ) {
-        for _ in 0..READY_BURST {
+        // A burst on the batch path forms the batches, so it may take a whole one.
+        let burst = self
+            .max_batch
+            .map_or(READY_BURST, |max| max.max(READY_BURST));
+        for _ in 0..burst {
             let shared = &self.shared;
             let full = !shared.paused() && lock(&shared.tracker).held() >= max_in_flight;
             if full || shared.stall.is_stalled() || self.stop.is_cancelled() {
@@ -435,7 +445,45 @@ impl<H: Handler> Dispatcher<'_, H> {
         };
         let start = lock(&self.shared.tracker).accept(record);
         if let Some((ticket, record)) = start {
-            self.admit(ticket, record);
+            if self.max_batch.is_some() {
+                // Its partition's next records may be in this turn's burst: they start with it.
+                self.heads.push((ticket, record));
+            } else {
+                self.admit(ticket, record);
+            }
+        }
+    }
+
+    /// Starts the batch path's heads taken this turn, each with the records of its
+    /// partition that queued behind it meanwhile (up to `max_batch` in all), so that a
+    /// fetch of many records starts as batches, not as a batch of one followed by the rest.
+    /// A head whose partition was revoked during the turn (the rebalance runs inside the
+    /// poll) is dropped, never started: its next owner consumes it.
+    fn start_heads(&mut self) {
+        if self.heads.is_empty() {
+            return;
+        }
+        let max_batch = self.max_batch.unwrap_or(1);
+        let heads = std::mem::take(&mut self.heads);
+        let mut batches = Vec::with_capacity(heads.len());
+        {
+            let mut tracker = lock(&self.shared.tracker);
+            for head in heads {
+                if !tracker.is_current(&head.0) {
+                    continue;
+                }
+                let mut batch = Vec::new();
+                tracker.follow(&head.0, max_batch - 1, &mut batch);
+                batch.insert(0, head);
+                batches.push(batch);
+            }
+        }
+        // As in `take_completions`: a stopped runner leaves them held, to be redelivered.
+        if self.stop.is_cancelled() {
+            return;
+        }
+        for batch in batches {
+            self.start_batch(batch);
         }
     }
 

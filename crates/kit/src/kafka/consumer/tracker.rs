@@ -198,6 +198,17 @@ impl Tracker {
         (next, store)
     }
 
+    /// Moves up to `max` records waiting behind `head` in its lane (its partition's, on the
+    /// batch path) to `into`, in offset order, to run together with it. The lane lives on
+    /// while they run; their completion takes the records after them, as any completion does.
+    pub fn follow(&mut self, head: &Ticket, max: usize, into: &mut Vec<(Ticket, Record)>) {
+        let lane_key = self.lane_key(&head.partition, &head.key);
+        if let Some(queue) = self.lanes.get_mut(&lane_key) {
+            let take = max.min(queue.len());
+            into.extend(queue.drain(..take));
+        }
+    }
+
     /// Whether `ticket`'s record is still held in the assignment it was accepted in (its
     /// partition was not revoked since), so that it may still start.
     pub fn is_current(&self, ticket: &Ticket) -> bool {
@@ -287,6 +298,26 @@ mod tests {
             "a stale completion changes nothing"
         );
         assert_eq!(t.complete(&new).1, Some(6));
+    }
+
+    #[test]
+    fn records_that_queued_behind_a_head_start_with_it_and_the_lane_goes_on() {
+        let mut t = Tracker::by_partition();
+        let (head, _) = t.accept(record(0, 1, "a")).unwrap();
+        for offset in 2..=5 {
+            assert!(t.accept(record(0, offset, "b")).is_none());
+        }
+        let mut batch = Vec::new();
+        t.follow(&head, 2, &mut batch);
+        let offsets: Vec<i64> = batch.iter().map(|(_, r)| r.offset).collect();
+        assert_eq!(offsets, [2, 3], "at most max, in offset order");
+        assert_eq!(t.held(), 5, "followers stay held until they complete");
+        let mut tickets = vec![head];
+        tickets.extend(batch.into_iter().map(|(t, _)| t));
+        let (next, store) = t.complete_many(&tickets, 8);
+        let offsets: Vec<i64> = next.iter().map(|(_, r)| r.offset).collect();
+        assert_eq!(offsets, [4, 5], "the rest follow the batch");
+        assert_eq!(store, Some(4));
     }
 
     #[test]
