@@ -1,11 +1,10 @@
 //! Every fact, reduced to what the aggregates need and applied once. A batch of facts (the
-//! records of one partition) is one transaction: one inbox insert, each fact's rows in order,
-//! the counters summed and written once.
+//! records of one partition) is one transaction: one inbox insert, then the batch's rows with
+//! a few multi-row statements (placements, then outcomes, then the summed counters).
 
 use spine_events::Event;
 use spine_events::orders::{OrderConfirmed, OrderPlaced, OrderRejected};
 use spine_kit::kafka::consumer::{Batch, BatchHandler, HandlerError, Record};
-use tracing::Instrument;
 
 use crate::store::{AnalyticsStore, Fact};
 
@@ -71,8 +70,7 @@ fn decode(record: &Record) -> Result<(String, &'static str, Fact), HandlerError>
 impl BatchHandler for Aggregator {
     /// Decodes every record first (one that does not decode fails the batch before anything is
     /// written: poison, which the runner isolates), claims every event id with one inbox
-    /// insert, applies each claimed fact in offset order inside its record's span, and commits
-    /// once.
+    /// insert, applies each claimed fact in offset order, and writes and commits them once.
     async fn handle_batch(&self, batch: &Batch<'_>) -> Result<(), HandlerError> {
         let facts = batch
             .iter()
@@ -87,28 +85,22 @@ impl BatchHandler for Aggregator {
             .await
             .map_err(spine_kit::db::classify)?;
         let mut applied = Vec::with_capacity(facts.len());
-        for ((item, (_, event_type, fact)), fresh) in batch.iter().zip(&facts).zip(claimed) {
-            if !fresh {
-                continue;
+        for ((_, event_type, fact), fresh) in facts.iter().zip(claimed) {
+            if fresh {
+                aggregation.apply(event_type, fact);
+                applied.push(*event_type);
             }
-            let millis = aggregation
-                .apply(event_type, fact)
-                .instrument(item.span().clone())
-                .await
-                .map_err(spine_kit::db::classify)?;
-            applied.push((*event_type, millis));
         }
-        aggregation
+        let times_to_outcome = aggregation
             .commit()
             .await
             .map_err(spine_kit::db::classify)?;
         // Metrics only for what is durable.
-        for (event_type, millis) in applied {
+        for event_type in applied {
             metrics::counter!("analytics_facts_total", "type" => event_type).increment(1);
-            if let Some(millis) = millis {
-                metrics::histogram!("analytics_time_to_outcome_seconds")
-                    .record(millis as f64 / 1000.0);
-            }
+        }
+        for millis in times_to_outcome {
+            metrics::histogram!("analytics_time_to_outcome_seconds").record(millis as f64 / 1000.0);
         }
         Ok(())
     }

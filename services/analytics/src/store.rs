@@ -2,7 +2,7 @@
 //! changed it, so a redelivered fact is never counted twice: one transaction per batch of facts
 //! ([`AnalyticsStore::begin_batch`], [`Aggregation`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 use spine_kit::db::{Backend, Migration, WriteTx, migrate, placeholder_rows};
@@ -156,6 +156,8 @@ impl AnalyticsStore {
             events: BTreeMap::new(),
             minutes: BTreeMap::new(),
             revenue: BTreeMap::new(),
+            placed: BTreeMap::new(),
+            outcomes: Vec::new(),
         };
         Ok((aggregation, claimed))
     }
@@ -231,11 +233,13 @@ pub fn percentiles(sorted: &[i64]) -> Percentiles {
     }
 }
 
-/// The open transaction of a batch of facts. The rows of each order are written as its facts
-/// are applied, in order (an outcome reads the placement before it, possibly from the same
-/// batch); the counters (facts per type, orders per minute, revenue per currency) only add up,
-/// so they are summed in memory and written at commit with one statement per table, in key
-/// order, so that concurrent batches take the counter rows in one order and never deadlock.
+/// The open transaction of a batch of facts. Facts are gathered as they are applied and
+/// written at commit with a few multi-row statements per batch, not a few per fact (each
+/// statement is a round trip to the database, on SQLite a hand-off to its worker thread):
+/// the placements first, then the placement times the outcomes need (placements of the same
+/// batch included), then the outcomes. The counters (facts per type, orders per minute,
+/// revenue per currency) only add up, so they are summed in memory. Every table's rows are
+/// written in key order, so that concurrent batches take rows in one order and never deadlock.
 #[must_use = "dropping it rolls the whole batch back: commit it"]
 pub struct Aggregation {
     tx: WriteTx,
@@ -245,17 +249,21 @@ pub struct Aggregation {
     minutes: BTreeMap<i64, i64>,
     /// Confirmed revenue per currency: (total in minor units, orders).
     revenue: BTreeMap<String, (i64, i64)>,
+    /// Placements by order: (placed at, currency, total); a later one of an order wins, as
+    /// its upsert would.
+    placed: BTreeMap<String, (i64, String, i64)>,
+    /// Outcomes in the order applied: (order, at, status).
+    outcomes: Vec<(String, i64, &'static str)>,
 }
 
+/// Rows per multi-row statement: at most 5 columns, so 1,000 placeholders, far below
+/// SQLite's and PostgreSQL's limits.
+const ROW_CHUNK: usize = 200;
+
 impl Aggregation {
-    /// Applies one claimed fact of type `event_type`. Returns the time from the order's
-    /// placement to this outcome, in milliseconds, when the fact is an outcome of an order
-    /// whose placement was seen.
-    pub async fn apply(
-        &mut self,
-        event_type: &str,
-        fact: &Fact,
-    ) -> Result<Option<i64>, sqlx::Error> {
+    /// Applies one claimed fact of type `event_type`: counted now, written at
+    /// [`Aggregation::commit`].
+    pub fn apply(&mut self, event_type: &str, fact: &Fact) {
         *self.events.entry(event_type.to_owned()).or_default() += 1;
         match fact {
             Fact::Placed {
@@ -264,22 +272,10 @@ impl Aggregation {
                 currency,
                 total_minor,
             } => {
-                // An outcome may have been seen first only if the topics were consumed out of
-                // order across a rebalance; keep its status then.
-                sqlx::query(
-                    "INSERT INTO order_facts (order_id, placed_at, status, currency, total_minor)
-                     VALUES ($1, $2, 'PLACED', $3, $4)
-                     ON CONFLICT (order_id) DO UPDATE SET placed_at = $2, currency = $3, total_minor = $4",
-                )
-                .bind(order_id.as_str())
-                .bind(*at)
-                .bind(currency.as_str())
-                .bind(*total_minor)
-                .execute(&mut *self.tx)
-                .await?;
+                self.placed
+                    .insert(order_id.clone(), (*at, currency.clone(), *total_minor));
                 let minute = at - at.rem_euclid(60_000);
                 *self.minutes.entry(minute).or_default() += 1;
-                Ok(None)
             }
             Fact::Outcome {
                 order_id,
@@ -287,47 +283,114 @@ impl Aggregation {
                 status,
                 revenue,
             } => {
-                let placed_at: Option<i64> =
-                    sqlx::query("SELECT placed_at FROM order_facts WHERE order_id = $1")
-                        .bind(order_id.as_str())
-                        .fetch_optional(&mut *self.tx)
-                        .await?
-                        .map(|r| r.try_get::<Option<i64>, _>(0))
-                        .transpose()?
-                        .flatten();
-                sqlx::query(
-                    "INSERT INTO order_facts (order_id, status) VALUES ($1, $2)
-                     ON CONFLICT (order_id) DO UPDATE SET status = $2",
-                )
-                .bind(order_id.as_str())
-                .bind(*status)
-                .execute(&mut *self.tx)
-                .await?;
-                let millis = placed_at.map(|placed_at| (at - placed_at).max(0));
-                if let Some(millis) = millis {
-                    sqlx::query(
-                        "INSERT INTO time_to_outcome (order_id, outcome, millis) VALUES ($1, $2, $3)
-                         ON CONFLICT (order_id) DO NOTHING",
-                    )
-                    .bind(order_id.as_str())
-                    .bind(*status)
-                    .bind(millis)
-                    .execute(&mut *self.tx)
-                    .await?;
-                }
+                self.outcomes.push((order_id.clone(), *at, status));
                 if let Some((currency, total)) = revenue {
                     let sum = self.revenue.entry(currency.clone()).or_default();
                     sum.0 += total;
                     sum.1 += 1;
                 }
-                Ok(millis)
             }
-            Fact::Other => Ok(None),
+            Fact::Other => {}
         }
     }
 
-    /// Writes the summed counters and commits the batch.
-    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+    /// Writes the batch's facts and counters and commits. Returns, for each outcome of an
+    /// order whose placement is known (stored or in this batch), the time from the placement
+    /// to the outcome in milliseconds.
+    pub async fn commit(mut self) -> Result<Vec<i64>, sqlx::Error> {
+        let placed: Vec<_> = std::mem::take(&mut self.placed).into_iter().collect();
+        for chunk in placed.chunks(ROW_CHUNK) {
+            let sql = format!(
+                "INSERT INTO order_facts (order_id, placed_at, status, currency, total_minor)
+                 VALUES {}
+                 ON CONFLICT (order_id) DO UPDATE SET placed_at = excluded.placed_at,
+                     currency = excluded.currency, total_minor = excluded.total_minor",
+                placeholder_rows(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (order_id, (at, currency, total)) in chunk {
+                query = query
+                    .bind(order_id.as_str())
+                    .bind(*at)
+                    .bind("PLACED")
+                    .bind(currency.as_str())
+                    .bind(*total);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        let millis = self.write_outcomes().await?;
+        self.write_counters().await?;
+        self.tx.commit().await?;
+        Ok(millis)
+    }
+
+    /// The outcomes: each order's last status, and its time to outcome (the first one
+    /// recorded stays) when its placement is known.
+    async fn write_outcomes(&mut self) -> Result<Vec<i64>, sqlx::Error> {
+        let outcomes = std::mem::take(&mut self.outcomes);
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let orders: BTreeSet<&str> = outcomes.iter().map(|(id, _, _)| id.as_str()).collect();
+        let orders: Vec<&str> = orders.into_iter().collect();
+        let mut placed_at: HashMap<String, i64> = HashMap::with_capacity(orders.len());
+        for chunk in orders.chunks(ROW_CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT order_id, placed_at FROM order_facts
+                 WHERE placed_at IS NOT NULL AND order_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for order_id in chunk {
+                query = query.bind(*order_id);
+            }
+            for row in query.fetch_all(&mut *self.tx).await? {
+                placed_at.insert(row.try_get(0)?, row.try_get(1)?);
+            }
+        }
+        let mut status: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut time_to_outcome: BTreeMap<&str, (&str, i64)> = BTreeMap::new();
+        let mut millis = Vec::new();
+        for (order_id, at, outcome) in &outcomes {
+            status.insert(order_id, outcome);
+            if let Some(placed) = placed_at.get(order_id) {
+                let ms = (at - placed).max(0);
+                millis.push(ms);
+                time_to_outcome.entry(order_id).or_insert((outcome, ms));
+            }
+        }
+        let status: Vec<_> = status.into_iter().collect();
+        for chunk in status.chunks(ROW_CHUNK) {
+            let sql = format!(
+                "INSERT INTO order_facts (order_id, status) VALUES {}
+                 ON CONFLICT (order_id) DO UPDATE SET status = excluded.status",
+                placeholder_rows(chunk.len(), 2)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (order_id, outcome) in chunk {
+                query = query.bind(*order_id).bind(*outcome);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        let times: Vec<_> = time_to_outcome.into_iter().collect();
+        for chunk in times.chunks(ROW_CHUNK) {
+            let sql = format!(
+                "INSERT INTO time_to_outcome (order_id, outcome, millis) VALUES {}
+                 ON CONFLICT (order_id) DO NOTHING",
+                placeholder_rows(chunk.len(), 3)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (order_id, (outcome, ms)) in chunk {
+                query = query.bind(*order_id).bind(*outcome).bind(*ms);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        Ok(millis)
+    }
+
+    /// The summed counters, one statement per table (per chunk of rows).
+    async fn write_counters(&mut self) -> Result<(), sqlx::Error> {
         let events: Vec<_> = std::mem::take(&mut self.events).into_iter().collect();
         for chunk in events.chunks(COUNTER_CHUNK) {
             let sql = format!(
@@ -369,7 +432,7 @@ impl Aggregation {
             }
             query.execute(&mut *self.tx).await?;
         }
-        self.tx.commit().await
+        Ok(())
     }
 }
 
