@@ -5,10 +5,9 @@
 use spine_events::Event;
 use spine_events::inventory::{StockReservationFailed, StockReserved};
 use spine_kit::kafka::consumer::{Batch, BatchHandler, BatchRecord, HandlerError};
-use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::store::{Applied, OrderStore, Outcome, StoreError};
+use crate::store::{ClaimedOutcome, OrderStore, Outcome, StoreError};
 
 /// The handler of `inventory.events`; run it as `Batched::new(reactions)`.
 pub struct InventoryReactions {
@@ -34,9 +33,10 @@ impl BatchHandler for InventoryReactions {
     /// All or nothing (the kit's contract): every record is decoded before anything is written,
     /// so an undecodable one fails the batch at once (poison: the runner then runs each record
     /// alone and dead-letters that one only); the events are claimed with one inbox insert;
-    /// the new ones are applied in offset order, each inside its record's span so that its
-    /// fact carries that record's trace; one commit. A fact for an unknown order fails the
-    /// batch as poison too, with nothing committed.
+    /// the new ones are applied together, in offset order (`OutcomeBatch::apply_all`: a few
+    /// multi-row statements per batch), each fact encoded inside its record's span so that it
+    /// carries that record's trace; one commit. A fact for an unknown order fails the batch as
+    /// poison too, with nothing committed.
     async fn handle_batch(&self, batch: &Batch<'_>) -> Result<(), HandlerError> {
         let mut reactions = Vec::with_capacity(batch.len());
         for item in batch.iter() {
@@ -53,22 +53,21 @@ impl BatchHandler for InventoryReactions {
             .begin_outcomes(&event_ids)
             .await
             .map_err(classify)?;
-        for (index, reaction) in reactions.iter().enumerate() {
-            if !tx.claimed(index) {
-                continue; // processed before (or repeated in this batch): nothing to do
-            }
-            let applied = tx
-                .apply(&reaction.event_id, reaction.order_id, &reaction.outcome)
-                .instrument(reaction.item.span().clone())
-                .await
-                .map_err(classify)?;
-            if applied == Applied::UnknownOrder {
-                // Dropping `tx` rolls the whole batch back.
-                return Err(HandlerError::poison(anyhow::anyhow!(
-                    "order {} does not exist",
-                    reaction.order_id
-                )));
-            }
+        let claimed: Vec<ClaimedOutcome<'_>> = reactions
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| tx.claimed(*index)) // others were processed before
+            .map(|(_, reaction)| ClaimedOutcome {
+                order_id: reaction.order_id,
+                outcome: &reaction.outcome,
+                span: reaction.item.span(),
+            })
+            .collect();
+        if let Some(unknown) = tx.apply_all(&claimed).await.map_err(classify)? {
+            // Dropping `tx` rolls the whole batch back.
+            return Err(HandlerError::poison(anyhow::anyhow!(
+                "order {unknown} does not exist"
+            )));
         }
         tx.commit().await.map_err(classify)
     }
