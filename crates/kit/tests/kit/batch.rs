@@ -53,6 +53,12 @@ impl BatchHandler for Recorder {
 }
 
 impl Recorder {
+    /// The payloads applied so far, in the order applied.
+    fn payloads(&self) -> Vec<String> {
+        let applied = self.applied.lock().unwrap();
+        applied.iter().map(|(_, p)| p.clone()).collect()
+    }
+
     /// Waits (up to a minute) until at least `n` records are applied.
     async fn applied_at_least(&self, n: usize) -> bool {
         eventually(Duration::from_secs(60), || {
@@ -134,13 +140,7 @@ async fn records_fetched_together_start_as_one_batch_not_a_batch_of_one_first() 
         calls[0].0 > 1,
         "the first records of an idle partition start as a batch (calls: {calls:?})"
     );
-    let applied: Vec<String> = recorder
-        .applied
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, p)| p.clone())
-        .collect();
+    let applied = recorder.payloads();
     let expected: Vec<String> = (0..30).map(|seq| format!("{seq:03}")).collect();
     assert_eq!(applied, expected, "applied once each, in order");
 }
@@ -191,13 +191,7 @@ async fn a_poison_record_in_a_batch_is_dead_lettered_alone_and_the_rest_applied_
             .iter()
             .all(|l| l.headers.get_str(dlq::REASON) == Some("poison"))
     );
-    let applied: Vec<String> = recorder
-        .applied
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, p)| p.clone())
-        .collect();
+    let applied = recorder.payloads();
     let expected: Vec<String> = (0..30)
         .filter(|seq| seq % 10 != 5)
         .map(|seq| format!("{seq:03}"))

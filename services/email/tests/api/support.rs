@@ -44,15 +44,13 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts on a free port.
     pub fn start() -> Self {
-        Self::start_on(free_port(), 0)
+        Self::spawn_on_a_free_port(&["--fail-first".into(), "0".into()])
     }
 
     /// Starts on `port`, answering 451 to the first `fail_first` attempts of each recipient.
     pub fn start_on(port: u16, fail_first: u32) -> Self {
-        Self::spawn(
-            port,
-            &["--fail-first".into(), fail_first.to_string().into()],
-        )
+        let args = ["--fail-first".into(), fail_first.to_string().into()];
+        Self::try_spawn(port, &args).expect("the SMTP server did not start")
     }
 
     /// Starts on a free port serving `tls` (`"none"`, `"starttls"` or `"implicit"`) with
@@ -75,12 +73,25 @@ impl SmtpServer {
                 password.into(),
             ]);
         }
-        Self::spawn(free_port(), &args)
+        Self::spawn_on_a_free_port(&args)
     }
 
+    /// Starts on a port that was free a moment ago, and on another if a parallel test took it
+    /// meanwhile (the server then fails to bind).
+    fn spawn_on_a_free_port(args: &[std::ffi::OsString]) -> Self {
+        for _ in 0..4 {
+            if let Some(server) = Self::try_spawn(free_port(), args) {
+                return server;
+            }
+        }
+        Self::try_spawn(free_port(), args).expect("the SMTP server did not start")
+    }
+
+    /// The server on `port`, or `None` if it did not start (the port was taken).
+    ///
     /// # Panics
     /// When aiosmtpd is not installed: the test must fail loudly, naming the fix.
-    fn spawn(port: u16, args: &[std::ffi::OsString]) -> Self {
+    fn try_spawn(port: u16, args: &[std::ffi::OsString]) -> Option<Self> {
         let probe = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .stderr(Stdio::null())
@@ -105,8 +116,12 @@ impl SmtpServer {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(line.trim(), "READY", "the SMTP server did not start");
-        Self { port, dir, child }
+        if line.trim() != "READY" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        Some(Self { port, dir, child })
     }
 
     /// Every message accepted, whatever the recipient.
