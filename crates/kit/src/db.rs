@@ -336,6 +336,14 @@ pub fn placeholder_rows(count: usize, width: usize) -> String {
         .join(", ")
 }
 
+/// `$first, $first+1, …`: `count` numbered placeholders, for an `IN (…)` list.
+pub fn placeholder_list(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Milliseconds since the Unix epoch: the timestamps the kit stores.
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
@@ -429,6 +437,12 @@ mod tests {
             "($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)"
         );
         assert_eq!(placeholder_rows(0, 3), "");
+    }
+
+    #[test]
+    fn placeholder_lists_number_from_the_first() {
+        assert_eq!(placeholder_list(4, 3), "$4, $5, $6");
+        assert_eq!(placeholder_list(1, 0), "");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
-use spine_kit::db::{Backend, Migration, WriteTx, migrate, placeholder_rows};
+use spine_kit::db::{Backend, Migration, WriteTx, migrate, placeholder_list, placeholder_rows};
 use spine_kit::inbox::Inbox;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
@@ -335,11 +335,10 @@ impl Aggregation {
         let orders: Vec<&str> = orders.into_iter().collect();
         let mut placed_at: HashMap<String, i64> = HashMap::with_capacity(orders.len());
         for chunk in orders.chunks(ROW_CHUNK) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT order_id, placed_at FROM order_facts
                  WHERE placed_at IS NOT NULL AND order_id IN ({})",
-                placeholders.join(", ")
+                placeholder_list(1, chunk.len())
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for order_id in chunk {

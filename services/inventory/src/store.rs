@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use spine_events::inventory::{ReservedLine, StockReservationFailed, StockReserved};
 use spine_events::orders::LineItem;
-use spine_kit::db::{Backend, Migration, WriteTx, migrate, now_millis, placeholder_rows};
+use spine_kit::db::{
+    Backend, Migration, WriteTx, migrate, now_millis, placeholder_list, placeholder_rows,
+};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
@@ -269,7 +271,7 @@ impl Effects {
         for orders in releasing.chunks(LOCK_CHUNK) {
             let sql = format!(
                 "SELECT DISTINCT sku FROM reservations WHERE status = $1 AND order_id IN ({})",
-                placeholders(2, orders.len())
+                placeholder_list(2, orders.len())
             );
             let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(RESERVED);
             for order in orders {
@@ -286,7 +288,7 @@ impl Effects {
         for orders in placing.chunks(LOCK_CHUNK) {
             let sql = format!(
                 "SELECT DISTINCT order_id FROM reservations WHERE order_id IN ({})",
-                placeholders(1, orders.len())
+                placeholder_list(1, orders.len())
             );
             let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
             for order in orders {
@@ -320,7 +322,7 @@ impl Effects {
         };
         let sql = format!(
             "SELECT sku, available FROM stock WHERE sku IN ({}) ORDER BY sku{lock}",
-            placeholders(1, missing.len())
+            placeholder_list(1, missing.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for sku in &missing {
@@ -498,7 +500,7 @@ impl Effects {
             let sql = format!(
                 "UPDATE reservations SET status = $1, released_at = $2
                  WHERE status = $3 AND order_id IN ({})",
-                placeholders(4, orders.len())
+                placeholder_list(4, orders.len())
             );
             let mut query = sqlx::query(AssertSqlSafe(sql))
                 .bind(RELEASED)
@@ -541,14 +543,6 @@ impl Effects {
         }
         Ok(())
     }
-}
-
-/// `$first, $first+1, …`: `count` placeholders.
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Stock with the units held by live reservations. `SUM` is cast because PostgreSQL sums

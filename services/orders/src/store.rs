@@ -3,7 +3,7 @@
 
 use spine_events::Event;
 use spine_events::orders::{LineItem, OrderConfirmed, OrderPlaced, OrderRejected};
-use spine_kit::db::{Backend, Migration, WriteTx, migrate, now_millis};
+use spine_kit::db::{Backend, Migration, WriteTx, migrate, now_millis, placeholder_list};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
@@ -151,14 +151,6 @@ impl Outcome {
 
 /// Orders per statement of [`OutcomeBatch::apply_all`]: at most 4 placeholders a row.
 const OUTCOME_CHUNK: usize = 200;
-
-/// `$from, $from+1, …`: `count` numbered placeholders.
-fn numbered(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// Orders, with the outbox and inbox in the same database.
 #[derive(Clone)]
@@ -393,7 +385,7 @@ impl OutcomeBatch<'_> {
                     "UPDATE orders SET status = $1, updated_at = $2
                      WHERE status = $3 AND id IN ({})
                      RETURNING id, email, currency, total_minor",
-                    numbered(4, chunk.len())
+                    placeholder_list(4, chunk.len())
                 );
                 let mut query = sqlx::query(AssertSqlSafe(sql))
                     .bind(status.as_str())
@@ -419,7 +411,7 @@ impl OutcomeBatch<'_> {
         for chunk in unchanged.chunks(OUTCOME_CHUNK) {
             let sql = format!(
                 "SELECT id FROM orders WHERE id IN ({})",
-                numbered(1, chunk.len())
+                placeholder_list(1, chunk.len())
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
