@@ -135,7 +135,8 @@ fn classify_mail(err: MailError) -> HandlerError {
 /// error `Retryable`; neither resends the mail (see [`HandedOver`]).
 fn classify_store(err: StoreError) -> HandlerError {
     match err {
-        StoreError::Db(err) => spine_kit::db::classify(err),
+        StoreError::Db(err) if spine_kit::db::is_outage(&err) => HandlerError::unavailable(err),
+        StoreError::Db(err) => HandlerError::retryable(err),
         // Our own event not encoding is a bug in this build: stop uncommitted, restart, fix.
         err @ StoreError::Encode(_) => HandlerError::fatal(err),
     }
@@ -218,12 +219,12 @@ mod tests {
 
     #[test]
     fn a_recording_that_fails_on_an_outage_is_unavailable_else_retryable() {
-        let outage = StoreError::Db(sqlx::Error::PoolTimedOut);
+        let outage = StoreError::from(sqlx::Error::PoolTimedOut);
         assert!(matches!(
             classify_store(outage),
             HandlerError::Unavailable(_)
         ));
-        let failure = StoreError::Db(sqlx::Error::RowNotFound);
+        let failure = StoreError::from(sqlx::Error::RowNotFound);
         assert!(matches!(
             classify_store(failure),
             HandlerError::Retryable(_)

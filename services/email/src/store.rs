@@ -1,10 +1,14 @@
 //! The email database: `sent_emails`, the idempotency record of every mail handed over (keyed by
 //! the event that asked for it), written together with the outbox row of its EmailSent.
 
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
 use spine_events::email::EmailSent;
 use spine_kit::db::{Migration, migrate, now_millis};
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::templates::Mail;
@@ -31,12 +35,18 @@ const MIGRATIONS: &[Migration] = &[Migration {
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed.
+    /// The database failed. Shared: one failed group commit fails each mail in it.
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Db(Arc<sqlx::Error>),
     /// The event could not be encoded (a bug: our own events always encode).
     #[error(transparent)]
     Encode(#[from] spine_events::EncodeError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Db(Arc::new(err))
+    }
 }
 
 /// What `record` did.
@@ -49,16 +59,49 @@ pub enum Recorded {
 }
 
 /// Sent mails, with the outbox in the same database.
+///
+/// Recordings are group-committed: the mails of concurrent handlers that finish while one
+/// group is being written are written together by one task, in one transaction (one commit,
+/// one fsync on SQLite), with one multi-row insert into `sent_emails` and one into the outbox.
+/// Each caller still gets its own answer, after the commit that holds its mail. Email sends
+/// hundreds of mails at once (its handlers wait on the SMTP server, not the CPU); a commit per
+/// mail bounded its drain by the commits the database could make one after the other.
 #[derive(Clone)]
 pub struct EmailStore {
     outbox: Outbox,
+    /// The group writer's queue, started by the first `record` on the runtime that calls it.
+    writer: Arc<OnceLock<mpsc::UnboundedSender<Recording>>>,
 }
+
+/// A mail handed over, waiting for its group's commit.
+struct Recording {
+    row: SentRow,
+    email_sent: OutgoingRecord,
+    answer: oneshot::Sender<Result<Recorded, StoreError>>,
+}
+
+/// A row of `sent_emails`.
+struct SentRow {
+    event_id: String,
+    order_id: String,
+    recipient: String,
+    template: &'static str,
+    message_id: String,
+}
+
+/// The most mails one group commit writes; the rest wait for the next group.
+const MAX_GROUP: usize = 256;
+/// Rows per multi-row insert into `sent_emails` (6 parameters a row).
+const ROW_CHUNK: usize = 200;
 
 impl EmailStore {
     /// Opens the store, migrating the schema.
     pub async fn new(outbox: Outbox) -> Result<Self, sqlx::Error> {
         migrate(outbox.pool(), outbox.backend(), "email", MIGRATIONS).await?;
-        Ok(Self { outbox })
+        Ok(Self {
+            outbox,
+            writer: Arc::default(),
+        })
     }
 
     /// The outbox, for the relay and the readiness probe.
@@ -75,7 +118,10 @@ impl EmailStore {
             .is_some())
     }
 
-    /// Records a mail that was handed over and enqueues its EmailSent, in one transaction.
+    /// Records a mail that was handed over and enqueues its EmailSent, in one transaction
+    /// (shared with the other mails of its group: see [`EmailStore`]). The EmailSent carries the
+    /// trace context of the caller's span. A group that fails for another reason than an
+    /// outage is written again mail by mail, so that one bad row fails only its own mail.
     #[tracing::instrument(skip_all, fields(order.id = %mail.order_id, event.id = %mail.event_id))]
     pub async fn record(&self, mail: &Mail) -> Result<Recorded, StoreError> {
         let message_id = mail.message_id();
@@ -85,29 +131,119 @@ impl EmailStore {
             mail.template,
             message_id.as_str(),
         );
-        let record = OutgoingRecord::from_event(&fact)?;
-        let mut tx = self.outbox.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO sent_emails (event_id, order_id, recipient, template, message_id, sent_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(mail.event_id.to_string())
-        .bind(mail.order_id.to_string())
-        .bind(mail.recipient.as_str())
-        .bind(mail.template)
-        .bind(message_id.as_str())
-        .bind(now_millis())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await?;
-            return Ok(Recorded::Duplicate);
+        let email_sent = OutgoingRecord::from_event(&fact)?;
+        let row = SentRow {
+            event_id: mail.event_id.to_string(),
+            order_id: mail.order_id.to_string(),
+            recipient: mail.recipient.clone(),
+            template: mail.template,
+            message_id,
+        };
+        let (answer, answered) = oneshot::channel();
+        let writer = self.writer.get_or_init(|| {
+            let (queue, queued) = mpsc::unbounded_channel();
+            tokio::spawn(write_groups(self.outbox.clone(), queued));
+            queue
+        });
+        let recording = Recording {
+            row,
+            email_sent,
+            answer,
+        };
+        if writer.send(recording).is_err() {
+            return Err(sqlx::Error::PoolClosed.into());
         }
-        self.outbox.enqueue(&mut tx, &record).await?;
-        tx.commit().await?;
-        self.outbox.committed(1);
-        Ok(Recorded::New)
+        // The writer ends only when every store is dropped, or with its runtime.
+        answered
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolClosed.into()))
     }
+}
+
+/// The group writer: takes what is queued (up to [`MAX_GROUP`]), writes it in one
+/// transaction, answers each mail, and goes on until every sender is gone.
+async fn write_groups(outbox: Outbox, mut queued: mpsc::UnboundedReceiver<Recording>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while queued.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let answers = match write_group(&outbox, &group).await {
+            Err(err) if group.len() > 1 && !spine_kit::db::is_outage(&err) => {
+                tracing::warn!(error = %err, mails = group.len(), "group commit failed; writing its mails one by one");
+                let mut answers = Vec::with_capacity(group.len());
+                for one in &group {
+                    let answer = write_group(&outbox, std::slice::from_ref(one)).await;
+                    answers.push(
+                        answer
+                            .map(|mut recorded| recorded.remove(0))
+                            .map_err(Into::into),
+                    );
+                }
+                answers
+            }
+            Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+            Err(err) => {
+                let err = Arc::new(err);
+                group
+                    .iter()
+                    .map(|_| Err(StoreError::Db(Arc::clone(&err))))
+                    .collect()
+            }
+        };
+        for (recording, answer) in group.drain(..).zip(answers) {
+            // A caller that gave up (its handler timed out) finds the record on its retry.
+            let _ = recording.answer.send(answer);
+        }
+    }
+}
+
+/// Writes `group` in one transaction: what each mail's recording did, in order. Only the first
+/// recording of an event id in the group can be new.
+async fn write_group(outbox: &Outbox, group: &[Recording]) -> Result<Vec<Recorded>, sqlx::Error> {
+    let mut tx = outbox.begin().await?;
+    let now = now_millis();
+    let mut inserted = HashSet::with_capacity(group.len());
+    for chunk in group.chunks(ROW_CHUNK) {
+        let values = spine_kit::db::placeholder_rows(chunk.len(), 6);
+        let sql = format!(
+            "INSERT INTO sent_emails (event_id, order_id, recipient, template, message_id, sent_at)
+             VALUES {values}
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING event_id"
+        );
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for Recording { row, .. } in chunk {
+            query = query
+                .bind(row.event_id.as_str())
+                .bind(row.order_id.as_str())
+                .bind(row.recipient.as_str())
+                .bind(row.template)
+                .bind(row.message_id.as_str())
+                .bind(now);
+        }
+        inserted.extend(query.fetch_all(&mut *tx).await?);
+    }
+    let recorded: Vec<Recorded> = group
+        .iter()
+        .map(|recording| {
+            // `remove`: a second recording of the same event in this group is a duplicate.
+            if inserted.remove(&recording.row.event_id) {
+                Recorded::New
+            } else {
+                Recorded::Duplicate
+            }
+        })
+        .collect();
+    let new: Vec<&OutgoingRecord> = group
+        .iter()
+        .zip(&recorded)
+        .filter(|(_, recorded)| **recorded == Recorded::New)
+        .map(|(recording, _)| &recording.email_sent)
+        .collect();
+    if new.is_empty() {
+        tx.rollback().await?;
+        return Ok(recorded);
+    }
+    outbox.enqueue_many(&mut tx, &new).await?;
+    tx.commit().await?;
+    outbox.committed(new.len() as i64);
+    Ok(recorded)
 }

@@ -14,7 +14,8 @@ use lettre::message::Mailbox;
 use spine_email::mailer;
 use spine_email::reactions::OrderMails;
 use spine_email::settings::{EmailSettings, TransportKind};
-use spine_email::store::EmailStore;
+use spine_email::store::{EmailStore, Recorded};
+use spine_email::templates;
 use spine_events::Event;
 use spine_events::email::EmailSent;
 use spine_events::orders::OrderConfirmed;
@@ -30,6 +31,7 @@ use crate::support::*;
 spine_kit::on_sqlite_and_postgres!(
     a_mail_whose_recording_fails_is_recorded_by_the_retry_without_a_second_send,
     the_running_service_sends_once_through_a_database_outage_after_the_hand_over,
+    recordings_queued_behind_a_commit_are_written_together_each_once,
 );
 
 /// Takes the write lock of `sent_emails` in an open transaction on a connection of its own.
@@ -173,4 +175,64 @@ async fn the_running_service_sends_once_through_a_database_outage_after_the_hand
     let dead = facts_of(&app.settings.kafka, &dlq, confirmed.order_id, 0);
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
     app.stop().await;
+}
+
+/// The group commit: while one recording waits for the database (another transaction holds
+/// `sent_emails`), the recordings of forty concurrent handlers queue up behind it and are then
+/// written together; each is answered for its own mail, a second recording of the same event
+/// is a duplicate, and every mail gets one row and one EmailSent.
+async fn recordings_queued_behind_a_commit_are_written_together_each_once(backend: Backend) {
+    let db = fresh_database(backend).await;
+    let mut database = db.settings.clone();
+    database.lock_timeout = Duration::from_secs(30);
+    let (pool, backend) = spine_kit::db::connect(&database).await.unwrap();
+    let store = EmailStore::new(Outbox::new(pool.clone(), backend).await.unwrap())
+        .await
+        .unwrap();
+    let mails: Vec<_> = (0..40)
+        .map(|i| {
+            templates::order_confirmed(&OrderConfirmed::of(&placed(&recipient(&format!(
+                "group-{i}"
+            )))))
+        })
+        .collect();
+    let mut lock = hold_sent_emails(&pool, backend).await;
+
+    let mut recordings = tokio::task::JoinSet::new();
+    for (i, mail) in mails.iter().enumerate() {
+        // Mail 7 is recorded three times (a redelivery racing its first delivery).
+        let times = if i == 7 { 3 } else { 1 };
+        for _ in 0..times {
+            let (store, mail) = (store.clone(), mail.clone());
+            recordings.spawn(async move { (mail.event_id, store.record(&mail).await) });
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        recordings.try_join_next().is_none(),
+        "all wait for the lock"
+    );
+    sqlx::raw_sql("ROLLBACK").execute(&mut *lock).await.unwrap();
+    drop(lock);
+
+    let mut new = std::collections::HashMap::new();
+    while let Some(joined) = recordings.join_next().await {
+        let (event_id, recorded) = joined.unwrap();
+        if recorded.expect("recorded") == Recorded::New {
+            *new.entry(event_id).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(new.len(), 40, "each mail recorded as new");
+    assert!(new.values().all(|&n| n == 1), "once each: {new:?}");
+    for mail in &mails {
+        let order_id = mail.order_id.to_string();
+        let sent_rows = "SELECT COUNT(*) FROM sent_emails WHERE order_id = $1";
+        assert_eq!(count(&pool, sent_rows, order_id).await, 1);
+    }
+    let email_sent_rows = "SELECT COUNT(*) FROM spine_outbox WHERE topic = $1";
+    assert_eq!(
+        count(&pool, email_sent_rows, EmailSent::TOPIC.to_owned()).await,
+        40,
+        "one EmailSent a mail"
+    );
 }
