@@ -104,20 +104,16 @@ impl Inbox {
             .filter(|id| seen.insert(*id))
             .collect();
         for chunk in unique.chunks(CLAIM_CHUNK) {
-            let mut sql =
-                String::from("INSERT INTO spine_inbox (consumer, event_id, processed_at) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("($1, ${}, $2)", i + 3));
-            }
-            sql.push_str(" ON CONFLICT DO NOTHING RETURNING event_id");
-            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-                .bind(self.consumer.as_ref())
-                .bind(now);
+            // Every value bound per row, so that the placeholders run in order (`in_order`).
+            let sql = format!(
+                "INSERT INTO spine_inbox (consumer, event_id, processed_at) VALUES {}
+                 ON CONFLICT DO NOTHING RETURNING event_id",
+                crate::db::placeholder_rows(chunk.len(), 3)
+            );
+            let sql = crate::db::in_order(conn, sql);
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
             for id in chunk {
-                query = query.bind(*id);
+                query = query.bind(self.consumer.as_ref()).bind(*id).bind(now);
             }
             fresh.extend(query.fetch_all(&mut *conn).await?);
         }

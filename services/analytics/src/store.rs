@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
-use spine_kit::db::{Backend, Migration, WriteTx, migrate, placeholder_list, placeholder_rows};
+use spine_kit::db::{
+    Backend, Migration, WriteTx, in_order, migrate, placeholder_list, placeholder_rows,
+};
 use spine_kit::inbox::Inbox;
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
@@ -307,7 +309,7 @@ impl Aggregation {
                      currency = excluded.currency, total_minor = excluded.total_minor",
                 placeholder_rows(chunk.len(), 5)
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
             for (order_id, (at, currency, total)) in chunk {
                 query = query
                     .bind(order_id.as_str())
@@ -340,7 +342,7 @@ impl Aggregation {
                  WHERE placed_at IS NOT NULL AND order_id IN ({})",
                 placeholder_list(1, chunk.len())
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
             for order_id in chunk {
                 query = query.bind(*order_id);
             }
@@ -366,7 +368,7 @@ impl Aggregation {
                  ON CONFLICT (order_id) DO UPDATE SET status = excluded.status",
                 placeholder_rows(chunk.len(), 2)
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
             for (order_id, outcome) in chunk {
                 query = query.bind(*order_id).bind(*outcome);
             }
@@ -379,7 +381,7 @@ impl Aggregation {
                  ON CONFLICT (order_id) DO NOTHING",
                 placeholder_rows(chunk.len(), 3)
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
             for (order_id, (outcome, ms)) in chunk {
                 query = query.bind(*order_id).bind(*outcome).bind(*ms);
             }
@@ -397,7 +399,7 @@ impl Aggregation {
                  ON CONFLICT (event_type) DO UPDATE SET events = event_counts.events + excluded.events",
                 placeholder_rows(chunk.len(), 2)
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
             for (event_type, n) in chunk {
                 query = query.bind(event_type.as_str()).bind(*n);
             }
@@ -410,7 +412,7 @@ impl Aggregation {
                  ON CONFLICT (minute) DO UPDATE SET orders = orders_per_minute.orders + excluded.orders",
                 placeholder_rows(chunk.len(), 2)
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
             for (minute, n) in chunk {
                 query = query.bind(*minute).bind(*n);
             }
@@ -425,7 +427,7 @@ impl Aggregation {
                      orders = revenue.orders + excluded.orders",
                 placeholder_rows(chunk.len(), 3)
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
             for (currency, (total, orders)) in chunk {
                 query = query.bind(currency.as_str()).bind(*total).bind(*orders);
             }

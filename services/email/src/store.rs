@@ -209,7 +209,8 @@ async fn write_group(outbox: &Outbox, group: &[Recording]) -> Result<Vec<Recorde
              ON CONFLICT (event_id) DO NOTHING
              RETURNING event_id"
         );
-        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        let mut query =
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(spine_kit::db::in_order(&tx, sql)));
         for Recording { row, .. } in chunk {
             query = query
                 .bind(row.event_id.as_str())

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use spine_events::inventory::{ReservedLine, StockReservationFailed, StockReserved};
 use spine_events::orders::LineItem;
 use spine_kit::db::{
-    Backend, Migration, WriteTx, migrate, now_millis, placeholder_list, placeholder_rows,
+    Backend, Migration, WriteTx, in_order, migrate, now_millis, placeholder_list, placeholder_rows,
 };
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
@@ -273,7 +273,8 @@ impl Effects {
                 "SELECT DISTINCT sku FROM reservations WHERE status = $1 AND order_id IN ({})",
                 placeholder_list(2, orders.len())
             );
-            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(RESERVED);
+            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(in_order(&self.tx, sql)))
+                .bind(RESERVED);
             for order in orders {
                 query = query.bind(order.as_str());
             }
@@ -290,7 +291,7 @@ impl Effects {
                 "SELECT DISTINCT order_id FROM reservations WHERE order_id IN ({})",
                 placeholder_list(1, orders.len())
             );
-            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(in_order(&self.tx, sql)));
             for order in orders {
                 query = query.bind(order.as_str());
             }
@@ -324,7 +325,7 @@ impl Effects {
             "SELECT sku, available FROM stock WHERE sku IN ({}) ORDER BY sku{lock}",
             placeholder_list(1, missing.len())
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
         for sku in &missing {
             query = query.bind(sku.as_str());
         }
@@ -502,7 +503,7 @@ impl Effects {
                  WHERE status = $3 AND order_id IN ({})",
                 placeholder_list(4, orders.len())
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql))
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)))
                 .bind(RELEASED)
                 .bind(now)
                 .bind(RESERVED);
@@ -517,7 +518,7 @@ impl Effects {
                 "INSERT INTO reservations (order_id, sku, quantity, status, created_at, released_at)
                  VALUES {values}"
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
             for reservation in chunk {
                 let status = if reservation.released_at.is_some() {
                     RELEASED

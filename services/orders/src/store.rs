@@ -3,7 +3,7 @@
 
 use spine_events::Event;
 use spine_events::orders::{LineItem, OrderConfirmed, OrderPlaced, OrderRejected};
-use spine_kit::db::{Backend, Migration, WriteTx, migrate, now_millis, placeholder_list};
+use spine_kit::db::{Backend, Migration, WriteTx, in_order, migrate, now_millis, placeholder_list};
 use spine_kit::inbox::Inbox;
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
@@ -387,7 +387,7 @@ impl OutcomeBatch<'_> {
                      RETURNING id, email, currency, total_minor",
                     placeholder_list(4, chunk.len())
                 );
-                let mut query = sqlx::query(AssertSqlSafe(sql))
+                let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)))
                     .bind(status.as_str())
                     .bind(now)
                     .bind(OrderStatus::Pending.as_str());
@@ -413,7 +413,7 @@ impl OutcomeBatch<'_> {
                 "SELECT id FROM orders WHERE id IN ({})",
                 placeholder_list(1, chunk.len())
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
             for id in chunk {
                 query = query.bind(id.as_str());
             }
@@ -455,15 +455,18 @@ impl OutcomeBatch<'_> {
         for chunk in transitions.chunks(OUTCOME_CHUNK) {
             // The order rows are locked (or, on SQLite, the database is) by this transaction,
             // and each order appears once, so MAX(seq) can't race.
+            // The id is bound twice a row, so that the placeholders run in order (see
+            // `in_order`).
             let rows: Vec<String> = (0..chunk.len())
                 .map(|row| {
-                    let p = row * 4;
+                    let p = row * 5;
                     format!(
-                        "(${a}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_transitions WHERE order_id = ${a}), ${b}, ${c}, ${d})",
-                        a = p + 1,
-                        b = p + 2,
-                        c = p + 3,
-                        d = p + 4
+                        "(${}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM order_transitions WHERE order_id = ${}), ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5
                     )
                 })
                 .collect();
@@ -471,13 +474,14 @@ impl OutcomeBatch<'_> {
                 "INSERT INTO order_transitions (order_id, seq, status, reason, at) VALUES {}",
                 rows.join(", ")
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let mut query = sqlx::query(AssertSqlSafe(in_order(&self.tx, sql)));
             for (id, outcome) in chunk {
                 let reason = match outcome {
                     Outcome::Confirmed => None,
                     Outcome::Rejected(reason) => Some(reason.clone()),
                 };
                 query = query
+                    .bind(id.as_str())
                     .bind(id.as_str())
                     .bind(outcome.status().as_str())
                     .bind(reason)

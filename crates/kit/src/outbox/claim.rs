@@ -84,28 +84,31 @@ impl Outbox {
         if heads.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (3..heads.len() + 3).map(|i| format!("${i}")).collect();
+        // Placeholders in the order they appear (see `in_order`): the claim's expiry, the ids,
+        // then now.
         let claimable = format!(
             "SELECT id FROM spine_outbox
              WHERE id IN ({}) AND published_at IS NULL AND quarantined_at IS NULL
-               AND (not_before IS NULL OR not_before <= $1)",
-            placeholders.join(", ")
+               AND (not_before IS NULL OR not_before <= ${})",
+            crate::db::placeholder_list(2, heads.len()),
+            heads.len() + 2
         );
         let claimable = match self.backend {
             Backend::Postgres => format!("{claimable} FOR UPDATE SKIP LOCKED"),
             Backend::Sqlite => claimable,
         };
         let sql = format!(
-            "UPDATE spine_outbox SET not_before = $2 WHERE id IN ({claimable})
+            "UPDATE spine_outbox SET not_before = $1 WHERE id IN ({claimable})
              RETURNING id, topic, msg_key, payload, headers, created_at, failures"
         );
         let mut conn = self.writer.lock().await?;
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(now.saturating_add(millis(claim_timeout)));
+        let sql = crate::db::in_order(&conn, sql);
+        let mut query =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.saturating_add(millis(claim_timeout)));
         for id in &heads {
             query = query.bind(*id);
         }
+        query = query.bind(now);
         let rows = query.fetch_all(&mut *conn).await?;
         let mut claimed = rows
             .iter()
@@ -173,12 +176,12 @@ impl Outbox {
         if ids.is_empty() {
             return Ok(());
         }
-        let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
         let sql = format!(
             "UPDATE spine_outbox SET published_at = $1, not_before = NULL WHERE id IN ({})",
-            placeholders.join(", ")
+            crate::db::placeholder_list(2, ids.len())
         );
         let mut conn = self.writer.lock().await?;
+        let sql = crate::db::in_order(&conn, sql);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_millis());
         for id in ids {
             query = query.bind(*id);
@@ -222,13 +225,13 @@ impl Outbox {
         if ids.is_empty() {
             return Ok(());
         }
-        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "UPDATE spine_outbox SET not_before = NULL
              WHERE published_at IS NULL AND id IN ({})",
-            placeholders.join(", ")
+            crate::db::placeholder_list(1, ids.len())
         );
         let mut conn = self.writer.lock().await?;
+        let sql = crate::db::in_order(&conn, sql);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in ids {
             query = query.bind(*id);

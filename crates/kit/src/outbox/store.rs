@@ -234,7 +234,7 @@ impl Outbox {
             let sql = format!(
                 "INSERT INTO spine_outbox (topic, msg_key, payload, headers, created_at) VALUES {values}"
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(crate::db::in_order(conn, sql)));
             for record in chunk {
                 query = query
                     .bind(record.topic.as_str())

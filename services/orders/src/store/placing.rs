@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use spine_kit::db::{is_outage, placeholder_rows};
+use spine_kit::db::{in_order, is_outage, placeholder_rows};
 use spine_kit::kafka::OutgoingRecord;
 use spine_kit::outbox::Outbox;
 use tokio::sync::{mpsc, oneshot};
@@ -180,7 +180,7 @@ async fn insert_rows(
              VALUES {}",
             placeholder_rows(chunk.len(), 11)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(in_order(conn, sql)));
         for row in chunk {
             let order = &row.order;
             query = query
@@ -207,7 +207,7 @@ async fn insert_rows(
             "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_minor) VALUES {}",
             placeholder_rows(chunk.len(), 5)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(in_order(conn, sql)));
         for (row, line_no) in chunk {
             let item = &row.order.items[*line_no];
             query = query
@@ -228,7 +228,7 @@ async fn insert_rows(
                 "INSERT INTO order_transitions (order_id, seq, status, reason, at) VALUES {}",
                 placeholder_rows(chunk.len(), 5)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(in_order(conn, sql)));
             for row in chunk {
                 query = query
                     .bind(row.id.to_string())
