@@ -161,17 +161,10 @@ async fn connect_sized(
     Ok((pool, backend))
 }
 
-/// How much of an SQLite file its connections read through a memory map (256 MiB) rather
-/// than a `read` per page: each commit of another connection empties a connection's page cache
-/// (WAL mode), so under a write load every statement read its pages again, and a profile of
-/// orders draining a backlog found 9% of its CPU in those copies (`_copy_to_iter`).
-const SQLITE_MMAP_SIZE: u64 = 256 * 1024 * 1024;
-
 /// The statements run on every new SQLite connection.
 fn sqlite_pragmas(settings: &DatabaseSettings) -> String {
     format!(
-        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL; \
-         PRAGMA mmap_size = {SQLITE_MMAP_SIZE};",
+        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; PRAGMA synchronous = FULL;",
         settings.lock_timeout.as_millis()
     )
 }
