@@ -52,7 +52,7 @@ impl OrderMails {
                 .store
                 .already_sent(mail.event_id)
                 .await
-                .map_err(spine_kit::db::classify)?
+                .map_err(classify_store)?
             {
                 metrics::counter!("emails_duplicates_total", "template" => mail.template)
                     .increment(1);

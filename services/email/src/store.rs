@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use spine_events::email::EmailSent;
 use spine_kit::db::{Migration, migrate, now_millis};
@@ -60,17 +61,30 @@ pub enum Recorded {
 
 /// Sent mails, with the outbox in the same database.
 ///
-/// Recordings are group-committed: the mails of concurrent handlers that finish while one
-/// group is being written are written together by one task, in one transaction (one commit,
-/// one fsync on SQLite), with one multi-row insert into `sent_emails` and one into the outbox.
-/// Each caller still gets its own answer, after the commit that holds its mail. Email sends
-/// hundreds of mails at once (its handlers wait on the SMTP server, not the CPU); a commit per
-/// mail bounded its drain by the commits the database could make one after the other.
+/// The consumer's calls are grouped: what the concurrent handlers ask for within [`LINGER`] of
+/// a first request (up to [`MAX_GROUP`]) is done together, by one task for the lookups (one
+/// query) and one for the recordings, which it group-commits: one transaction (one commit, one
+/// fsync on SQLite), one multi-row insert into `sent_emails` and one into the outbox. Each
+/// caller still gets its own answer, a recording's after the commit that holds its mail. The
+/// lookups never wait for a commit (a write blocked by a lock holds up only the recordings). Email sends hundreds of
+/// mails at once (its handlers wait on the SMTP server, not the CPU); a lookup and a commit per
+/// mail bounded its drain by the statements the database could run one after the other.
 #[derive(Clone)]
 pub struct EmailStore {
     outbox: Outbox,
-    /// The group writer's queue, started by the first `record` on the runtime that calls it.
-    writer: Arc<OnceLock<mpsc::UnboundedSender<Recording>>>,
+    /// The grouping tasks' queues, started by the first call on the runtime that makes it.
+    queues: Arc<OnceLock<Queues>>,
+}
+
+struct Queues {
+    lookups: mpsc::UnboundedSender<Lookup>,
+    recordings: mpsc::UnboundedSender<Recording>,
+}
+
+/// Whether the mail of an event id is recorded.
+struct Lookup {
+    event_id: String,
+    answer: oneshot::Sender<Result<bool, StoreError>>,
 }
 
 /// A mail handed over, waiting for its group's commit.
@@ -89,8 +103,14 @@ struct SentRow {
     message_id: String,
 }
 
-/// The most mails one group commit writes; the rest wait for the next group.
+/// The most requests one group takes; the rest wait for the next group.
 const MAX_GROUP: usize = 256;
+/// How long a group waits for more requests after its first: a mail takes hundreds of
+/// milliseconds at the SMTP server, so this costs it nothing, and at hundreds of mails a
+/// second it makes groups of several (a commit per one or two mails otherwise).
+const LINGER: Duration = Duration::from_millis(10);
+/// Event ids per lookup query.
+const LOOKUP_CHUNK: usize = 500;
 /// Rows per multi-row insert into `sent_emails` (6 parameters a row).
 const ROW_CHUNK: usize = 200;
 
@@ -100,7 +120,7 @@ impl EmailStore {
         migrate(outbox.pool(), outbox.backend(), "email", MIGRATIONS).await?;
         Ok(Self {
             outbox,
-            writer: Arc::default(),
+            queues: Arc::default(),
         })
     }
 
@@ -109,13 +129,35 @@ impl EmailStore {
         &self.outbox
     }
 
-    /// Whether the mail for `event_id` was already handed over and recorded.
-    pub async fn already_sent(&self, event_id: Uuid) -> Result<bool, sqlx::Error> {
-        Ok(sqlx::query("SELECT 1 FROM sent_emails WHERE event_id = $1")
-            .bind(event_id.to_string())
-            .fetch_optional(self.outbox.pool())
-            .await?
-            .is_some())
+    /// Whether the mail for `event_id` was already handed over and recorded (looked up with
+    /// the other handlers' lookups of its group: see [`EmailStore`]).
+    pub async fn already_sent(&self, event_id: Uuid) -> Result<bool, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let lookup = Lookup {
+            event_id: event_id.to_string(),
+            answer,
+        };
+        // The tasks end only when every store is dropped, or with their runtime.
+        if self.queues().lookups.send(lookup).is_err() {
+            return Err(sqlx::Error::PoolClosed.into());
+        }
+        answered
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolClosed.into()))
+    }
+
+    /// The grouping tasks' queues, the tasks started on the caller's runtime at the first call.
+    fn queues(&self) -> &Queues {
+        self.queues.get_or_init(|| {
+            let (lookups, looked_up) = mpsc::unbounded_channel();
+            let (recordings, recorded) = mpsc::unbounded_channel();
+            tokio::spawn(look_up_groups(self.outbox.clone(), looked_up));
+            tokio::spawn(write_groups(self.outbox.clone(), recorded));
+            Queues {
+                lookups,
+                recordings,
+            }
+        })
     }
 
     /// Records a mail that was handed over and enqueues its EmailSent, in one transaction
@@ -140,31 +182,58 @@ impl EmailStore {
             message_id,
         };
         let (answer, answered) = oneshot::channel();
-        let writer = self.writer.get_or_init(|| {
-            let (queue, queued) = mpsc::unbounded_channel();
-            tokio::spawn(write_groups(self.outbox.clone(), queued));
-            queue
-        });
         let recording = Recording {
             row,
             email_sent,
             answer,
         };
-        if writer.send(recording).is_err() {
+        if self.queues().recordings.send(recording).is_err() {
             return Err(sqlx::Error::PoolClosed.into());
         }
-        // The writer ends only when every store is dropped, or with its runtime.
         answered
             .await
             .unwrap_or(Err(sqlx::Error::PoolClosed.into()))
     }
 }
 
-/// The group writer: takes what is queued (up to [`MAX_GROUP`]), writes it in one
-/// transaction, answers each mail, and goes on until every sender is gone.
+/// Waits for a first item, then takes what else comes within [`LINGER`], up to
+/// [`MAX_GROUP`]. `None` once every sender is gone.
+async fn gather<T>(queued: &mut mpsc::UnboundedReceiver<T>, group: &mut Vec<T>) -> Option<()> {
+    if queued.recv_many(group, MAX_GROUP).await == 0 {
+        return None;
+    }
+    if group.len() < MAX_GROUP {
+        tokio::time::sleep(LINGER).await;
+        while group.len() < MAX_GROUP {
+            let Ok(item) = queued.try_recv() else {
+                break;
+            };
+            group.push(item);
+        }
+    }
+    Some(())
+}
+
+/// The lookup task: answers each group of lookups with one query.
+async fn look_up_groups(outbox: Outbox, mut queued: mpsc::UnboundedReceiver<Lookup>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while gather(&mut queued, &mut group).await.is_some() {
+        let found = find_recorded(&outbox, &group).await.map_err(Arc::new);
+        for Lookup { event_id, answer } in group.drain(..) {
+            let result = match &found {
+                Ok(found) => Ok(found.contains(&event_id)),
+                Err(err) => Err(StoreError::Db(Arc::clone(err))),
+            };
+            // A caller that gave up looks up again on its retry.
+            let _ = answer.send(result);
+        }
+    }
+}
+
+/// The recording task: writes each group of recordings in one transaction.
 async fn write_groups(outbox: Outbox, mut queued: mpsc::UnboundedReceiver<Recording>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
-    while queued.recv_many(&mut group, MAX_GROUP).await > 0 {
+    while gather(&mut queued, &mut group).await.is_some() {
         let answers = match write_group(&outbox, &group).await {
             Err(err) if group.len() > 1 && !spine_kit::db::is_outage(&err) => {
                 tracing::warn!(error = %err, mails = group.len(), "group commit failed; writing its mails one by one");
@@ -193,6 +262,28 @@ async fn write_groups(outbox: Outbox, mut queued: mpsc::UnboundedReceiver<Record
             let _ = recording.answer.send(answer);
         }
     }
+}
+
+/// Which of the looked-up event ids have a row in `sent_emails`.
+async fn find_recorded(
+    outbox: &Outbox,
+    lookups: &[Lookup],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut conn = outbox.pool().acquire().await?;
+    let mut found = HashSet::with_capacity(lookups.len());
+    for chunk in lookups.chunks(LOOKUP_CHUNK) {
+        let sql = format!(
+            "SELECT event_id FROM sent_emails WHERE event_id IN ({})",
+            spine_kit::db::placeholder_list(1, chunk.len())
+        );
+        let sql = spine_kit::db::in_order(&conn, sql);
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for lookup in chunk {
+            query = query.bind(lookup.event_id.as_str());
+        }
+        found.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(found)
 }
 
 /// Writes `group` in one transaction: what each mail's recording did, in order. Only the first
