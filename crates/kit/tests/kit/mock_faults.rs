@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use spine_kit::kafka::consumer::{HandlerError, Record, RunnerError};
@@ -32,15 +33,15 @@ fn record(topic: &str, payload: &[u8]) -> OutgoingRecord {
     }
 }
 
-fn high_watermark(settings: &KafkaSettings, topic: &str) -> i64 {
+/// The high watermark of partition 0 of `topic`; an error when the cluster does not answer
+/// within 5 s (a loaded machine), which a poll treats as "not yet".
+fn high_watermark(settings: &KafkaSettings, topic: &str) -> Result<i64, KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.bootstrap_servers)
-        .create()
-        .unwrap();
-    consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(5))
-        .unwrap()
-        .1
+        .create()?;
+    Ok(consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(5))?
+        .1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +63,7 @@ async fn mock_cluster_transient_produce_errors_are_retried_without_duplicates() 
 
     assert_eq!((first.offset, second.offset), (0, 1));
     assert_eq!(
-        high_watermark(&settings, "orders"),
+        high_watermark(&settings, "orders").unwrap(),
         2,
         "no duplicate was written"
     );
@@ -159,24 +160,28 @@ async fn mock_cluster_a_dead_letter_waits_out_a_broker_outage_instead_of_stoppin
     init_test_log();
     let mock = MockCluster::new(1).unwrap();
     let mut settings = mock_settings(&mock);
-    settings.producer.delivery_timeout = Duration::from_secs(1);
     let (topic, group) = (unique("topic"), unique("group"));
     let dlq = spine_kit::kafka::consumer::dlq_topic(&settings.consumer, &group);
     mock.create_topic(&topic, 1, 1).unwrap();
     mock.create_topic(&dlq, 1, 1).unwrap();
+    // The poison record goes out with the default delivery timeout: a fresh mock cluster on a
+    // loaded machine can take longer than the runner's 1 s below to take its first write.
     let publisher = Publisher::new(&settings, "mock-producer").unwrap();
     publisher.send(&record(&topic, b"poison")).await.unwrap();
+    settings.producer.delivery_timeout = Duration::from_secs(1);
     // Produce requests fail with a retriable error for a few seconds' worth of retries: each
-    // dead-letter send times out (MessageTimedOut after delivery.timeout), an outage.
+    // dead-letter send times out (MessageTimedOut after delivery.timeout), an outage. A send
+    // makes three or four requests in its second, so about four sends time out (40 errors
+    // took 15 s here, which a loaded CI machine could stretch past the wait below).
     mock.request_errors(
         RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 40],
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 12],
     );
 
     let running = spawn_mock_runner(&settings, &group, &topic);
     assert!(
         eventually(Duration::from_secs(60), || high_watermark(&settings, &dlq)
-            == 1)
+            == Ok(1))
         .await,
         "the record reaches the DLQ once the broker takes writes again"
     );

@@ -151,6 +151,7 @@ async fn the_running_service_sends_once_through_a_database_outage_after_the_hand
         s.kafka.consumer.retry.max_backoff = Duration::from_millis(200);
     })
     .await;
+    app.catch_up().await;
     let to = recipient("outage-after-send");
     let mut lock = hold_sent_emails(&app.pool, backend).await;
 

@@ -336,6 +336,35 @@ impl TestApp {
         fact
     }
 
+    /// Waits until this app has worked through what the shared `orders.events` held when it
+    /// started (every app reads it from the beginning): a fact published now is recorded, and
+    /// the count of recorded mails then holds for a second. A test that holds the database up
+    /// needs this first, or the recordings of earlier tests' mails, held up too, fill the
+    /// consumer's `max_in_flight` ahead of its own mail.
+    pub async fn catch_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let warm_up = self.confirm(&recipient("warm-up")).await;
+        while self.sent_for(warm_up.order_id).await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the app did not catch up in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut seen = -1;
+        loop {
+            let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sent_emails")
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
+            if recorded == seen || Instant::now() > deadline {
+                return;
+            }
+            seen = recorded;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Rows of `sent_emails` for `order_id`.
     pub async fn sent_for(&self, order_id: Uuid) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM sent_emails WHERE order_id = $1")
