@@ -66,9 +66,10 @@ pub enum Recorded {
 /// query) and one for the recordings, which it group-commits: one transaction (one commit, one
 /// fsync on SQLite), one multi-row insert into `sent_emails` and one into the outbox. Each
 /// caller still gets its own answer, a recording's after the commit that holds its mail. The
-/// lookups never wait for a commit (a write blocked by a lock holds up only the recordings). Email sends hundreds of
-/// mails at once (its handlers wait on the SMTP server, not the CPU); a lookup and a commit per
-/// mail bounded its drain by the statements the database could run one after the other.
+/// lookups never wait for a commit (a write blocked by a lock holds up only the recordings).
+/// Email sends hundreds of mails at once (its handlers wait on the SMTP server, not the CPU); a
+/// lookup and a commit per mail bounded its drain by the statements the database could run one
+/// after the other.
 #[derive(Clone)]
 pub struct EmailStore {
     outbox: Outbox,
@@ -103,14 +104,13 @@ struct SentRow {
     message_id: String,
 }
 
-/// The most requests one group takes; the rest wait for the next group.
+/// The most requests one group takes; the rest wait for the next group. A group's lookups are
+/// one query of as many parameters, well within both backends' limits.
 const MAX_GROUP: usize = 256;
 /// How long a group waits for more requests after its first: a mail takes hundreds of
 /// milliseconds at the SMTP server, so this costs it nothing, and at hundreds of mails a
 /// second it makes groups of several (a commit per one or two mails otherwise).
 const LINGER: Duration = Duration::from_millis(10);
-/// Event ids per lookup query.
-const LOOKUP_CHUNK: usize = 500;
 /// Rows per multi-row insert into `sent_emails` (6 parameters a row).
 const ROW_CHUNK: usize = 200;
 
@@ -132,18 +132,8 @@ impl EmailStore {
     /// Whether the mail for `event_id` was already handed over and recorded (looked up with
     /// the other handlers' lookups of its group: see [`EmailStore`]).
     pub async fn already_sent(&self, event_id: Uuid) -> Result<bool, StoreError> {
-        let (answer, answered) = oneshot::channel();
-        let lookup = Lookup {
-            event_id: event_id.to_string(),
-            answer,
-        };
-        // The tasks end only when every store is dropped, or with their runtime.
-        if self.queues().lookups.send(lookup).is_err() {
-            return Err(sqlx::Error::PoolClosed.into());
-        }
-        answered
-            .await
-            .unwrap_or(Err(sqlx::Error::PoolClosed.into()))
+        let event_id = event_id.to_string();
+        ask(&self.queues().lookups, |answer| Lookup { event_id, answer }).await
     }
 
     /// The grouping tasks' queues, the tasks started on the caller's runtime at the first call.
@@ -181,19 +171,30 @@ impl EmailStore {
             template: mail.template,
             message_id,
         };
-        let (answer, answered) = oneshot::channel();
-        let recording = Recording {
+        let recordings = &self.queues().recordings;
+        ask(recordings, |answer| Recording {
             row,
             email_sent,
             answer,
-        };
-        if self.queues().recordings.send(recording).is_err() {
-            return Err(sqlx::Error::PoolClosed.into());
-        }
-        answered
-            .await
-            .unwrap_or(Err(sqlx::Error::PoolClosed.into()))
+        })
+        .await
     }
+}
+
+/// Queues the request that `request` makes around its answer's sender, and waits for the
+/// answer. The grouping tasks end only when every store is dropped, or with their runtime: a
+/// request they can no longer answer fails as a closed pool would.
+async fn ask<T, R>(
+    queue: &mpsc::UnboundedSender<T>,
+    request: impl FnOnce(oneshot::Sender<Result<R, StoreError>>) -> T,
+) -> Result<R, StoreError> {
+    let (answer, answered) = oneshot::channel();
+    if queue.send(request(answer)).is_err() {
+        return Err(sqlx::Error::PoolClosed.into());
+    }
+    answered
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolClosed.into()))
 }
 
 /// Waits for a first item, then takes what else comes within [`LINGER`], up to
@@ -270,20 +271,16 @@ async fn find_recorded(
     lookups: &[Lookup],
 ) -> Result<HashSet<String>, sqlx::Error> {
     let mut conn = outbox.pool().acquire().await?;
-    let mut found = HashSet::with_capacity(lookups.len());
-    for chunk in lookups.chunks(LOOKUP_CHUNK) {
-        let sql = format!(
-            "SELECT event_id FROM sent_emails WHERE event_id IN ({})",
-            spine_kit::db::placeholder_list(1, chunk.len())
-        );
-        let sql = spine_kit::db::in_order(&conn, sql);
-        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-        for lookup in chunk {
-            query = query.bind(lookup.event_id.as_str());
-        }
-        found.extend(query.fetch_all(&mut *conn).await?);
+    let sql = format!(
+        "SELECT event_id FROM sent_emails WHERE event_id IN ({})",
+        spine_kit::db::placeholder_list(1, lookups.len())
+    );
+    let sql = spine_kit::db::in_order(&conn, sql);
+    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for lookup in lookups {
+        query = query.bind(lookup.event_id.as_str());
     }
-    Ok(found)
+    Ok(query.fetch_all(&mut *conn).await?.into_iter().collect())
 }
 
 /// Writes `group` in one transaction: what each mail's recording did, in order. Only the first
