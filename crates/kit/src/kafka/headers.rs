@@ -2,6 +2,7 @@
 //! propagation over them.
 
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId};
 use rdkafka::message::{BorrowedHeaders, Header, Headers as _, OwnedHeaders};
 
 /// The event's unique id (a UUID); the inbox key of idempotent consumers.
@@ -36,6 +37,10 @@ pub mod dlq {
     /// When it was dead-lettered, in Unix milliseconds.
     pub const FAILED_AT: &str = "dlq-failed-at";
 }
+
+/// The buffer [`Headers::from_borrowed`] starts with: the names and values of the kit's own
+/// headers (event id, type and version, content type, `traceparent`) fit in it.
+const BORROWED_BYTES: usize = 256;
 
 /// An ordered, owned list of headers. Kafka allows repeated names; [`Headers::get`] returns the
 /// last, so a later writer overrides an earlier one.
@@ -141,16 +146,14 @@ impl Headers {
     }
 
     /// Copies librdkafka's borrowed headers. Null values become empty values.
+    ///
+    /// One pass: each `try_get` is a lookup in librdkafka (and a `strlen` of the name), so the
+    /// buffer is not sized by a first pass but starts at [`BORROWED_BYTES`], which holds the
+    /// headers the kit writes (trace context included) without growing.
     pub fn from_borrowed(headers: &BorrowedHeaders) -> Self {
         let count = headers.count();
-        let mut out = Self::with_capacity(count, 0);
-        let all = (0..count).filter_map(|i| headers.try_get(i));
-        let size = all
-            .clone()
-            .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
-            .sum();
-        out.bytes.reserve_exact(size);
-        for h in all {
+        let mut out = Self::with_capacity(count, BORROWED_BYTES);
+        for h in (0..count).filter_map(|i| headers.try_get(i)) {
             out.push(h.key, h.value.unwrap_or_default());
         }
         out
@@ -183,10 +186,47 @@ impl Headers {
         opentelemetry::propagation::TextMapPropagator::inject_context(&propagator, context, self);
     }
 
-    /// Reads the W3C trace context carried in these headers (an empty context when absent).
+    /// Reads the W3C trace context carried in these headers into the current context (the
+    /// current one unchanged when there is none or it is invalid), as the SDK's
+    /// `TraceContextPropagator::extract` does.
     pub fn extract_context(&self) -> opentelemetry::Context {
-        let propagator = opentelemetry_sdk::propagation::TraceContextPropagator::new();
-        opentelemetry::propagation::TextMapPropagator::extract(&propagator, self)
+        let current = opentelemetry::Context::current();
+        match self.remote_span_context() {
+            Some(span) => current.with_remote_span_context(span),
+            None => current,
+        }
+    }
+
+    /// The span context in `traceparent` (and `tracestate`), parsed by the rules of the SDK's
+    /// `TraceContextPropagator` (a test compares the two), without its vector of the header's
+    /// parts: every consumed record and every relayed row is parsed.
+    fn remote_span_context(&self) -> Option<SpanContext> {
+        let value = self.get_str(TRACEPARENT).unwrap_or_default().trim();
+        let mut parts = value.split_terminator('-');
+        let (Some(version), Some(trace_id), Some(span_id), Some(flags)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        // Versions up to 254; version 0 has exactly four parts, a later one may have more.
+        let version = u8::from_str_radix(version, 16).ok()?;
+        if version == u8::MAX || version == 0 && parts.next().is_some() {
+            return None;
+        }
+        let lowercase = |part: &str| !part.bytes().any(|b| b.is_ascii_uppercase());
+        if !(lowercase(trace_id) && lowercase(span_id) && lowercase(flags)) {
+            return None;
+        }
+        let trace_id = TraceId::from_hex(trace_id).ok()?;
+        let span_id = SpanId::from_hex(span_id).ok()?;
+        // Only the sampled flag is kept; unknown flags are accepted and cleared.
+        let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?) & TraceFlags::SAMPLED;
+        let state = self
+            .get_str(TRACESTATE)
+            .map(|state| state.parse().unwrap_or_default())
+            .unwrap_or_default();
+        let span = SpanContext::new(trace_id, span_id, flags, true, state);
+        span.is_valid().then_some(span)
     }
 }
 
@@ -249,9 +289,7 @@ impl Extractor for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-    };
+    use opentelemetry::trace::{TraceContextExt, TraceState};
 
     #[test]
     fn trace_context_survives_a_round_trip_through_headers() {
@@ -311,6 +349,58 @@ mod tests {
         assert_eq!(headers.get("after"), Some(&[1u8, 2][..]));
         assert_eq!(headers, headers.clone());
         assert_ne!(headers, Headers::new().with(EVENT_ID, "e1"));
+    }
+
+    #[test]
+    fn trace_context_is_extracted_as_the_sdk_extracts_it() {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        let sdk = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let parents = [
+            format!("00-{id}-00f067aa0ba902b7-01"),
+            format!("00-{id}-00f067aa0ba902b7-00"),
+            format!("00-{id}-00f067aa0ba902b7-ff"),
+            format!("  00-{id}-00f067aa0ba902b7-01 "),
+            format!("00-{id}-00f067aa0ba902b7-01-"),
+            format!("00-{id}-00f067aa0ba902b7-01-extra"),
+            format!("01-{id}-00f067aa0ba902b7-01-extra"),
+            format!("fe-{id}-00f067aa0ba902b7-01"),
+            format!("ff-{id}-00f067aa0ba902b7-01"),
+            format!("0g-{id}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()),
+            format!("00-{id}-00F067AA0BA902B7-01"),
+            format!("00-{id}-00f067aa0ba902b7-0A"),
+            format!("00-{id}-00f067aa0ba902b7"),
+            format!("00-{id}-0000000000000000-01"),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_owned(),
+            format!("00-{id}-00f067aa0ba902b-01"),
+            format!("00-{id}-00f067aa0ba902b7-1"),
+            String::new(),
+            "garbage".to_owned(),
+        ];
+        for parent in &parents {
+            for state in [None, Some("vendor=opaque,other=1"), Some("not a state")] {
+                let mut headers = Headers::new().with(TRACEPARENT, parent.as_str());
+                if let Some(state) = state {
+                    headers.insert(TRACESTATE, state);
+                }
+                let ours = headers.extract_context();
+                let theirs = sdk.extract(&headers);
+                assert_eq!(
+                    ours.span().span_context(),
+                    theirs.span().span_context(),
+                    "traceparent {parent:?}, tracestate {state:?}"
+                );
+                assert_eq!(ours.has_active_span(), theirs.has_active_span());
+            }
+        }
+        assert!(
+            !Headers::new()
+                .extract_context()
+                .span()
+                .span_context()
+                .is_valid()
+        );
     }
 
     #[test]

@@ -615,9 +615,14 @@ impl<H: Handler> Dispatcher<'_, H> {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             // The span is made in the task, so that the dispatcher, which every record passes
-            // through one at a time, does not pay for it.
+            // through one at a time, does not pay for it. For the same reason the record's
+            // future (its retries, timeout and handler: large) is boxed here, on the worker:
+            // unboxed, it would make this task as large, and the dispatcher's spawn copies
+            // the task.
             let span = process_span(&process.client, &process.shared.group, &record);
-            let outcome = process.run(record, &running.work).instrument(span).await;
+            let outcome = Box::pin(process.run(record, &running.work))
+                .instrument(span)
+                .await;
             // Queued before `running` is dropped, so that a revoke that saw this task end
             // also finds its completion.
             shared.finish(Done {

@@ -8,10 +8,15 @@
 //! - **epochs**: every assignment of a partition gets a fresh epoch, so completions of records
 //!   from before a revoke are recognised as stale and ignored.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::handler::Record;
+
+/// The tracker's maps hash a partition (and a key) for every record the dispatcher takes and
+/// every completion: foldhash, not the standard library's SipHash, whose resistance to
+/// flooding buys nothing for names and keys the runner's own assignment bounds.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A topic-partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
