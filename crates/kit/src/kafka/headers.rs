@@ -180,10 +180,39 @@ impl Headers {
         self.inject_context(&context);
     }
 
-    /// Writes `context` as `traceparent`/`tracestate`.
+    /// Writes `context` as `traceparent`/`tracestate`, replacing earlier ones, exactly as the
+    /// SDK's `TraceContextPropagator` writes them (a test compares the two), but without its
+    /// `format!`: every relayed row and every dead letter is written. Does nothing when the
+    /// context has no valid span context.
     pub fn inject_context(&mut self, context: &opentelemetry::Context) {
-        let propagator = opentelemetry_sdk::propagation::TraceContextPropagator::new();
-        opentelemetry::propagation::TextMapPropagator::inject_context(&propagator, context, self);
+        let span = context.span();
+        let span = span.span_context();
+        if !span.is_valid() {
+            return;
+        }
+        // `00-{trace id}-{span id}-{flags}`, in lowercase hex, only the sampled flag kept.
+        let mut parent = [b'-'; 55];
+        parent[..2].copy_from_slice(b"00");
+        hex(&span.trace_id().to_bytes(), &mut parent[3..35]);
+        hex(&span.span_id().to_bytes(), &mut parent[36..52]);
+        hex(
+            &[(span.trace_flags() & TraceFlags::SAMPLED).to_u8()],
+            &mut parent[53..],
+        );
+        self.replace(TRACEPARENT, &parent);
+        self.replace(TRACESTATE, span.trace_state().header().as_bytes());
+    }
+
+    /// Removes every `name` header, then appends `name: value`.
+    fn replace(&mut self, name: &str, value: &[u8]) {
+        if self.get(name).is_some() {
+            let mut kept = Self::with_capacity(self.ends.len(), self.bytes.len());
+            for (n, v) in self.iter().filter(|(n, _)| *n != name) {
+                kept.push(n, v);
+            }
+            *self = kept;
+        }
+        self.push(name, value);
     }
 
     /// Reads the W3C trace context carried in these headers into the current context (the
@@ -263,16 +292,18 @@ impl Headers {
     }
 }
 
+/// Writes `bytes` into `out` (twice as long) as lowercase hex.
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+}
+
 impl Injector for Headers {
     fn set(&mut self, key: &str, value: String) {
-        if self.get(key).is_some() {
-            let mut kept = Self::with_capacity(self.ends.len(), self.bytes.len());
-            for (n, v) in self.iter().filter(|(n, _)| *n != key) {
-                kept.push(n, v);
-            }
-            *self = kept;
-        }
-        self.push(key, value.as_bytes());
+        self.replace(key, value.as_bytes());
     }
 }
 
@@ -401,6 +432,54 @@ mod tests {
                 .span_context()
                 .is_valid()
         );
+    }
+
+    #[test]
+    fn trace_context_is_injected_as_the_sdk_injects_it() {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        let sdk = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+        let state: TraceState = "vendor=opaque,other=1".parse().unwrap();
+        let spans = [
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "00f067aa0ba902b7",
+                1,
+                TraceState::default(),
+            ),
+            (
+                "0000000000000000000000000000000a",
+                "a000000000000000",
+                0,
+                state.clone(),
+            ),
+            (
+                "ffffffffffffffffffffffffffffffff",
+                "ffffffffffffffff",
+                0xff,
+                state,
+            ),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "0000000000000000",
+                1,
+                TraceState::default(),
+            ),
+        ];
+        for (trace_id, span_id, flags, state) in spans {
+            let span = SpanContext::new(
+                TraceId::from_hex(trace_id).unwrap(),
+                SpanId::from_hex(span_id).unwrap(),
+                TraceFlags::new(flags),
+                true,
+                state,
+            );
+            let context = opentelemetry::Context::new().with_remote_span_context(span);
+            let mut ours = Headers::new().with(EVENT_ID, "e1").with(TRACESTATE, "old");
+            let mut theirs = ours.clone();
+            ours.inject_context(&context);
+            sdk.inject_context(&context, &mut theirs);
+            assert_eq!(ours, theirs, "{trace_id}-{span_id}-{flags}");
+        }
     }
 
     #[test]
