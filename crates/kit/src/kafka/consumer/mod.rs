@@ -12,6 +12,7 @@ pub mod retry;
 mod runner;
 mod shared;
 pub mod tracker;
+mod workers;
 
 pub use dlq::DeadLetterReason;
 pub use handler::{Batch, BatchHandler, BatchRecord, Batched, Handler, HandlerError, Record};

@@ -18,6 +18,7 @@ use super::process::{Outcome, PanicInjection, Process};
 use super::rate::Pacer;
 use super::shared::{Done, Shared, lock};
 use super::tracker::{Partition, Ticket};
+use super::workers::Workers;
 use crate::kafka::config::consumer_config;
 use crate::kafka::headers::Headers;
 use crate::kafka::producer::{PublishError, Publisher};
@@ -240,6 +241,7 @@ impl<H: Handler> ConsumerRunner<H> {
             rate_limited,
             max_batch,
             heads: Vec::new(),
+            workers: Workers::start(&self.group),
         };
         dispatcher.dispatch().await;
         dispatcher.drain().await;
@@ -274,6 +276,8 @@ struct Dispatcher<'a, H> {
     /// nothing), started by [`Self::start_heads`] with the records of their partition taken
     /// after them, as one batch.
     heads: Vec<(Ticket, Record)>,
+    /// Run what the dispatcher starts (a task per record or batch is not spawned).
+    workers: Workers,
 }
 
 impl<H: Handler> Dispatcher<'_, H> {
@@ -612,25 +616,19 @@ impl<H: Handler> Dispatcher<'_, H> {
     fn start(&mut self, ticket: Ticket, record: Record) {
         let running = self.shared.begin(&ticket.partition);
         let process = self.process.clone();
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            // The span is made in the task, so that the dispatcher, which every record passes
-            // through one at a time, does not pay for it. For the same reason the record's
-            // future (its retries, timeout and handler: large) is boxed here, on the worker:
-            // unboxed, it would make this task as large, and the dispatcher's spawn copies
-            // the task.
+        self.workers.run(Box::pin(async move {
+            // The span is made in the job, on a worker, so that the dispatcher, which every
+            // record passes through one at a time, does not pay for it.
             let span = process_span(&process.client, &process.shared.group, &record);
-            let outcome = Box::pin(process.run(record, &running.work))
-                .instrument(span)
-                .await;
-            // Queued before `running` is dropped, so that a revoke that saw this task end
+            let outcome = process.run(record, &running.work).instrument(span).await;
+            // Queued before `running` is dropped, so that a revoke that saw this record end
             // also finds its completion.
-            shared.finish(Done {
+            process.shared.finish(Done {
                 tickets: ticket.into(),
                 outcome,
             });
             drop(running);
-        });
+        }));
     }
 
     /// Starts a batch: records of one partition, in offset order. A batch of one takes the
@@ -645,9 +643,8 @@ impl<H: Handler> Dispatcher<'_, H> {
         };
         let running = self.shared.begin(&first.partition);
         let process = self.process.clone();
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            // The spans are made in the task, not in the dispatcher (see `start`).
+        self.workers.run(Box::pin(async move {
+            // The spans are made in the job, not in the dispatcher (see `start`).
             let mut tickets = Vec::with_capacity(items.len());
             let mut records = Vec::with_capacity(items.len());
             for (ticket, record) in items {
@@ -656,9 +653,9 @@ impl<H: Handler> Dispatcher<'_, H> {
                 records.push((record, span));
             }
             let dones = process.run_batch(tickets, records, &running.work).await;
-            shared.finish_all(dones);
+            process.shared.finish_all(dones);
             drop(running);
-        });
+        }));
     }
 
     fn store(&self, partition: &Partition, next_offset: i64) {
