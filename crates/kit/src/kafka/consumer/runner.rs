@@ -276,7 +276,8 @@ struct Dispatcher<'a, H> {
     /// nothing), started by [`Self::start_heads`] with the records of their partition taken
     /// after them, as one batch.
     heads: Vec<(Ticket, Record)>,
-    /// Run what the dispatcher starts (a task per record or batch is not spawned).
+    /// The long-lived workers that run what the dispatcher starts (no task is spawned per
+    /// record or batch).
     workers: Workers,
 }
 
