@@ -24,6 +24,8 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::process::panic_message;
+
 /// One record's or one batch's task, as the dispatcher builds it.
 pub(super) type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -96,11 +98,7 @@ async fn work(group: String, mut jobs: mpsc::UnboundedReceiver<Job>) {
                 // this is the kit's: the job's record stays held, never stored, and this
                 // worker goes on with the others.
                 Poll::Ready(Some(Err(panic))) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let message = panic_message(&*panic);
                     tracing::error!(group = %group, panic = %message, "record task panicked");
                 }
                 Poll::Ready(None) if open => return Poll::Pending,
