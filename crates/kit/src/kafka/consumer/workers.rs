@@ -122,28 +122,25 @@ mod tests {
     async fn jobs_run_concurrently_on_each_worker_and_dropping_aborts_them() {
         let mut workers = Workers::start("test");
         assert_eq!(workers.queues.len(), 2);
-        let (release, released) = tokio::sync::watch::channel(false);
         let finished = Arc::new(AtomicUsize::new(0));
-        // More waiting jobs than workers: they can only all finish if each worker runs
-        // several at once.
+        // Ten jobs on two workers that each wait until all ten have started: they can only
+        // finish if each worker runs several at once (one at a time, none would pass).
+        let all_started = Arc::new(tokio::sync::Barrier::new(10));
         for _ in 0..10 {
-            let mut released = released.clone();
+            let all_started = all_started.clone();
             let finished = finished.clone();
             workers.run(Box::pin(async move {
-                let _ = released.wait_for(|go| *go).await;
+                all_started.wait().await;
                 finished.fetch_add(1, Ordering::SeqCst);
             }));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(finished.load(Ordering::SeqCst), 0);
-        release.send_replace(true);
         tokio::time::timeout(Duration::from_secs(10), async {
             while finished.load(Ordering::SeqCst) < 10 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
         .await
-        .expect("all ten jobs finish");
+        .expect("all ten jobs run at once and finish");
 
         // A job that panics outside a handler takes only itself down.
         workers.run(Box::pin(async { panic!("boom") }));
