@@ -118,6 +118,17 @@ mod tests {
 
     use super::*;
 
+    /// Waits (up to 10 s, else fails with `what`) until `counter` reaches `n`.
+    async fn reaches(counter: &AtomicUsize, n: usize, what: &str) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while counter.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect(what);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_run_concurrently_on_each_worker_and_dropping_aborts_them() {
         let mut workers = Workers::start("test");
@@ -134,13 +145,7 @@ mod tests {
                 finished.fetch_add(1, Ordering::SeqCst);
             }));
         }
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while finished.load(Ordering::SeqCst) < 10 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("all ten jobs run at once and finish");
+        reaches(&finished, 10, "all ten jobs run at once and finish").await;
 
         // A job that panics outside a handler takes only itself down.
         workers.run(Box::pin(async { panic!("boom") }));
@@ -153,13 +158,7 @@ mod tests {
         workers.run(Box::pin(async move {
             after.fetch_add(1, Ordering::SeqCst);
         }));
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while finished.load(Ordering::SeqCst) < 12 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("both workers go on after a panicking job");
+        reaches(&finished, 12, "both workers go on after a panicking job").await;
 
         // Dropping the workers drops the jobs still running.
         let dropped = Arc::new(AtomicUsize::new(0));
@@ -179,12 +178,6 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(dropped.load(Ordering::SeqCst), 0);
         drop(workers);
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while dropped.load(Ordering::SeqCst) < 4 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("dropping the workers drops their jobs");
+        reaches(&dropped, 4, "dropping the workers drops their jobs").await;
     }
 }
