@@ -21,6 +21,7 @@ use std::ptr;
 use std::sync::{LazyLock, PoisonError, RwLock};
 
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::ResolvedSchema;
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 
@@ -145,9 +146,8 @@ pub fn encode<E: Event>(event: &E) -> Result<Vec<u8>, EncodeError> {
         version: E::VERSION,
         reason: e.to_string(),
     };
-    let writer = GenericDatumWriter::builder(entry.schema())
-        .build()
-        .map_err(serialize_error)?;
+    let mut slot = None;
+    let writer = &prepared(entry, &mut slot).map_err(serialize_error)?.writer;
     let mut bytes = Vec::with_capacity(256);
     match framing_for(entry.topic()) {
         Framing::SingleObject => bytes.extend_from_slice(&entry.header()),
@@ -273,6 +273,51 @@ pub fn fingerprint(bytes: &[u8]) -> Result<u64, DecodeError> {
     Ok(u64::from_le_bytes(fingerprint))
 }
 
+/// A catalog schema's datum writer, reader and resolved names, built once per schema:
+/// resolving a schema's names (which building a writer or reader and validating a value each
+/// did per call) cost about as much as decoding the datum itself.
+struct Prepared {
+    entry: &'static CatalogEntry,
+    writer: GenericDatumWriter<'static>,
+    reader: GenericDatumReader<'static>,
+    names: ResolvedSchema<'static>,
+}
+
+impl Prepared {
+    fn new(entry: &'static CatalogEntry) -> apache_avro::AvroResult<Self> {
+        Ok(Self {
+            entry,
+            writer: GenericDatumWriter::builder(entry.schema()).build()?,
+            reader: GenericDatumReader::builder(entry.schema()).build()?,
+            names: ResolvedSchema::try_from(entry.schema())?,
+        })
+    }
+}
+
+/// Every catalog schema, prepared on first use, by fingerprint.
+static PREPARED: LazyLock<HashMap<u64, Prepared>> = LazyLock::new(|| {
+    catalog()
+        .entries()
+        .iter()
+        .filter_map(|entry| Some((entry.fingerprint(), Prepared::new(entry).ok()?)))
+        .collect()
+});
+
+/// `entry` prepared: from [`PREPARED`] when it is the process catalog's, else built for this
+/// call into `slot`.
+fn prepared<'a>(
+    entry: &'static CatalogEntry,
+    slot: &'a mut Option<Prepared>,
+) -> apache_avro::AvroResult<&'a Prepared> {
+    if let Some(prepared) = PREPARED
+        .get(&entry.fingerprint())
+        .filter(|prepared| ptr::eq(prepared.entry, entry))
+    {
+        return Ok(prepared);
+    }
+    Ok(slot.insert(Prepared::new(entry)?))
+}
+
 /// Decodes the datum with the writer's schema alone, insisting it is whole and exact.
 fn read_datum(writer: &'static CatalogEntry, datum: &[u8]) -> Result<Value, DecodeError> {
     let malformed = |reason: String| DecodeError::Malformed {
@@ -280,14 +325,14 @@ fn read_datum(writer: &'static CatalogEntry, datum: &[u8]) -> Result<Value, Deco
         version: writer.version(),
         reason,
     };
-    let reader = GenericDatumReader::builder(writer.schema())
-        .build()
-        .map_err(|e| malformed(e.to_string()))?;
+    let mut slot = None;
+    let prepared = prepared(writer, &mut slot).map_err(|e| malformed(e.to_string()))?;
     let mut input = Datum {
         rest: datum,
         ran_out: false,
     };
-    let value = reader
+    let value = prepared
+        .reader
         .read_value(&mut input)
         .map_err(|e| malformed(e.to_string()))?;
     // apache-avro 0.22 turns a string or union cut short by the end of input into null rather
@@ -301,7 +346,8 @@ fn read_datum(writer: &'static CatalogEntry, datum: &[u8]) -> Result<Value, Deco
             input.rest.len()
         )));
     }
-    if !value.validate(writer.schema()) {
+    // What `Value::validate` checks, with the names resolved once.
+    if !value.validate_with_names(writer.schema(), prepared.names.get_names()) {
         return Err(malformed(
             "the decoded value does not match the writer's schema".to_owned(),
         ));
@@ -322,5 +368,37 @@ impl Read for Datum<'_> {
             self.ran_out = true;
         }
         self.rest.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orders::OrderPlaced;
+
+    #[test]
+    fn every_catalog_schema_is_prepared_once() {
+        // A schema that failed to prepare would be rebuilt on every call, silently.
+        assert_eq!(PREPARED.len(), catalog().entries().len());
+        for entry in catalog().entries() {
+            let mut slot = None;
+            let prepared = prepared(entry, &mut slot).unwrap();
+            assert!(ptr::eq(prepared, &PREPARED[&entry.fingerprint()]));
+            assert!(slot.is_none(), "{} was built again", entry.file());
+        }
+    }
+
+    #[test]
+    fn an_entry_outside_the_catalog_is_prepared_for_the_call() {
+        let ours = catalog()
+            .get(OrderPlaced::NAME, OrderPlaced::VERSION)
+            .unwrap();
+        let copy: &'static CatalogEntry = Box::leak(Box::new(
+            CatalogEntry::parse(ours.file(), ours.json()).unwrap(),
+        ));
+        let mut slot = None;
+        let prepared = prepared(copy, &mut slot).unwrap();
+        assert!(ptr::eq(prepared.entry, copy));
+        assert!(slot.is_some());
     }
 }
