@@ -230,6 +230,8 @@ impl<H: Handler> ConsumerRunner<H> {
             max_batch = max_batch.unwrap_or(1), "consumer started");
 
         let stop = shutdown.child_token();
+        let (workers, handoff) = Workers::start(&self.group);
+        shared.set_handoff(handoff);
         let mut dispatcher = Dispatcher {
             runner: &self,
             consumer: &consumer,
@@ -241,7 +243,7 @@ impl<H: Handler> ConsumerRunner<H> {
             rate_limited,
             max_batch,
             heads: Vec::new(),
-            workers: Workers::start(&self.group),
+            _workers: workers,
         };
         dispatcher.dispatch().await;
         dispatcher.drain().await;
@@ -277,8 +279,8 @@ struct Dispatcher<'a, H> {
     /// after them, as one batch.
     heads: Vec<(Ticket, Record)>,
     /// The long-lived workers that run what the dispatcher starts (no task is spawned per
-    /// record or batch).
-    workers: Workers,
+    /// record or batch), through `shared`'s hand-off; aborted when the dispatcher is dropped.
+    _workers: Workers,
 }
 
 impl<H: Handler> Dispatcher<'_, H> {
@@ -332,6 +334,9 @@ impl<H: Handler> Dispatcher<'_, H> {
                 now + patience
             };
             let join_deadline = self.join_deadline();
+            // The jobs this turn started go to the workers together, before the dispatcher
+            // waits (module `workers`).
+            shared.hand_off();
             tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break,
@@ -420,6 +425,7 @@ impl<H: Handler> Dispatcher<'_, H> {
     async fn drain(&mut self) {
         let deadline = tokio::time::sleep(self.runner.settings.consumer.shutdown_timeout);
         tokio::pin!(deadline);
+        self.shared.hand_off();
         self.take_completions();
         while self.shared.tasks() > 0 {
             tokio::select! {
@@ -617,7 +623,7 @@ impl<H: Handler> Dispatcher<'_, H> {
     fn start(&mut self, ticket: Ticket, record: Record) {
         let running = self.shared.begin(&ticket.partition);
         let process = self.process.clone();
-        self.workers.run(Box::pin(async move {
+        self.shared.run(Box::pin(async move {
             // The span is made in the job, on a worker, so that the dispatcher, which every
             // record passes through one at a time, does not pay for it.
             let span = process_span(&process.client, &process.shared.group, &record);
@@ -644,7 +650,7 @@ impl<H: Handler> Dispatcher<'_, H> {
         };
         let running = self.shared.begin(&first.partition);
         let process = self.process.clone();
-        self.workers.run(Box::pin(async move {
+        self.shared.run(Box::pin(async move {
             // The spans are made in the job, not in the dispatcher (see `start`).
             let mut tickets = Vec::with_capacity(items.len());
             let mut records = Vec::with_capacity(items.len());

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::process::Outcome;
 use super::tracker::{Partition, Ticket, Tracker};
+use super::workers::{Handoff, Job};
 
 /// Finished records (one, or the records of a batch, all of one partition) with how they
 /// ended, for the dispatcher (or a revoke) to store.
@@ -117,6 +118,8 @@ pub(super) struct Shared {
     /// Wakes the dispatcher: a record finished, or the stall changed.
     pub wake: Notify,
     pub stall: Stall,
+    /// How started jobs reach the workers; set once the workers run.
+    handoff: OnceLock<Handoff>,
 }
 
 impl Shared {
@@ -137,7 +140,32 @@ impl Shared {
             }),
             completions: Mutex::default(),
             wake: Notify::new(),
+            handoff: OnceLock::new(),
         })
+    }
+
+    /// Sets how started jobs reach the workers (once, when the runner starts them).
+    pub fn set_handoff(&self, handoff: Handoff) {
+        assert!(
+            self.handoff.set(handoff).is_ok(),
+            "the runner's workers start once"
+        );
+    }
+
+    /// Gives `job` to a worker; it starts at the next [`Self::hand_off`].
+    pub fn run(&self, job: Job) {
+        self.handoff
+            .get()
+            .expect("jobs are started after the workers")
+            .run(job);
+    }
+
+    /// Sends the workers the jobs started since the last hand-off (the dispatcher at the end
+    /// of each turn, a revoke before it waits for its partitions' jobs).
+    pub fn hand_off(&self) {
+        if let Some(handoff) = self.handoff.get() {
+            handoff.hand_off();
+        }
     }
 
     /// Registers a record task for `partition`.
@@ -214,6 +242,10 @@ impl Shared {
     /// on the other workers meanwhile; on a current-thread runtime they cannot, so there it
     /// only cancels.
     pub fn revoke(&self, partitions: &[Partition], patience: Duration) -> Vec<Done> {
+        // Jobs the dispatcher started in the turn this revoke interrupts, not sent yet: sent
+        // now, so that they run (and, cancelled below, end at once) rather than being waited
+        // for until the patience runs out.
+        self.hand_off();
         let revoked: Vec<Arc<PartitionWork>> = {
             let mut work = lock(&self.work);
             partitions.iter().filter_map(|p| work.remove(p)).collect()
